@@ -1,0 +1,244 @@
+//! `SupervisorBuilder`: the tasks a supervisor starts with and the settings it runs by.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::error::BuilderError;
+use crate::supervisor::Supervisor;
+use crate::task::{SupervisedTask, TaskTemplate};
+
+/// Builds a [`Supervisor`]: its initial tasks and its settings.
+///
+/// Every setting has a default chosen for a typical service; the table below lists them.
+///
+/// | setting | default | why |
+/// | --- | --- | --- |
+/// | [`with_max_restart_attempts`](Self::with_max_restart_attempts) | 5 | enough to ride out a brief outage, few enough to surface a broken task |
+/// | [`with_base_restart_delay`](Self::with_base_restart_delay) | 1 s | long enough not to hammer a failing dependency |
+/// | [`with_max_backoff_exponent`](Self::with_max_backoff_exponent) | 5 | delays grow 1, 2, 4, 8, 16, 32 s and stop there |
+/// | [`with_restart_jitter`](Self::with_restart_jitter) | 0.1 | tasks that failed together restart up to 10% apart |
+/// | [`with_task_being_stable_after`](Self::with_task_being_stable_after) | 60 s | longer than the longest default back-off |
+/// | [`with_timeout_threshold`](Self::with_timeout_threshold) | 2 s | twenty missed beats at the default interval |
+/// | [`with_heartbeat_interval`](Self::with_heartbeat_interval) | 100 ms | cheap (a beat is one clock read and one store) and well inside the timeout |
+/// | [`with_health_check_initial_delay`](Self::with_health_check_initial_delay) | 3 s | start-up work before the first beat |
+/// | [`with_health_check_interval`](Self::with_health_check_interval) | 1 ms | Tokio's timer resolution: hangs are caught within a millisecond of the timeout |
+/// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |
+/// | [`with_dead_tasks_threshold`](Self::with_dead_tasks_threshold) | none | the supervisor keeps running whatever dies |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_trait::async_trait;
+/// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult};
+///
+/// #[derive(Clone)]
+/// struct Job;
+///
+/// #[async_trait]
+/// impl SupervisedTask for Job {
+///     async fn run(&mut self) -> TaskResult {
+///         Ok(())
+///     }
+/// }
+///
+/// let supervisor = SupervisorBuilder::new()
+///     .with_task("job", Job)
+///     .with_max_restart_attempts(3)
+///     .with_base_restart_delay(Duration::from_millis(200))
+///     .build();
+/// # drop(supervisor);
+/// ```
+pub struct SupervisorBuilder {
+    tasks: Vec<(String, Box<dyn TaskTemplate>)>,
+    config: Config,
+}
+
+impl SupervisorBuilder {
+    /// A builder with no tasks and the default settings.
+    pub fn new() -> Self {
+        Self {
+            tasks: Vec::new(),
+            config: Config::default(),
+        }
+    }
+
+    /// Registers `task` under `name`; it starts when the supervisor runs.
+    ///
+    /// Tasks start in the order they were registered. Registering a name twice is an error
+    /// for [`try_build`](Self::try_build); [`build`](Self::build) keeps the last task
+    /// registered under that name.
+    #[must_use]
+    pub fn with_task(mut self, name: &str, task: impl SupervisedTask + Clone) -> Self {
+        self.tasks.push((name.to_owned(), Box::new(task)));
+        self
+    }
+
+    /// How long a run that sends heartbeats may stay silent before it is treated as hung:
+    /// stopped, counted as a failure and restarted. Runs that never beat are never hung.
+    #[must_use]
+    pub fn with_timeout_threshold(mut self, threshold: Duration) -> Self {
+        self.config.timeout_threshold = threshold;
+        self
+    }
+
+    /// The beat period tasks are asked to keep, as read by
+    /// [`TaskContext::heartbeat_interval`](crate::TaskContext::heartbeat_interval). It must be
+    /// shorter than the timeout threshold.
+    #[must_use]
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self
+    }
+
+    /// The start-up grace of a task that declared heartbeats: each run must send its first
+    /// beat within this delay plus the timeout threshold.
+    #[must_use]
+    pub fn with_health_check_initial_delay(mut self, delay: Duration) -> Self {
+        self.config.health_check_initial_delay = delay;
+        self
+    }
+
+    /// The granularity of hang detection: heartbeat deadlines are rounded up to a multiple of
+    /// this interval so that deadlines close together are checked in one wake-up. A hung run
+    /// is caught within this interval after its timeout. There is no periodic scan: the
+    /// supervisor only wakes when a deadline falls due.
+    #[must_use]
+    pub fn with_health_check_interval(mut self, interval: Duration) -> Self {
+        self.config.health_check_interval = interval;
+        self
+    }
+
+    /// How many times a failing task is restarted before it is marked dead. Zero means the
+    /// first failure is final.
+    #[must_use]
+    pub fn with_max_restart_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_restart_attempts = Some(attempts);
+        self
+    }
+
+    /// Restarts failing tasks forever; they are never marked dead for failing.
+    #[must_use]
+    pub fn with_unlimited_restarts(mut self) -> Self {
+        self.config.max_restart_attempts = None;
+        self
+    }
+
+    /// The delay before the first restart; each later restart doubles it. Zero restarts a
+    /// failed task at once, without going through the timer.
+    #[must_use]
+    pub fn with_base_restart_delay(mut self, delay: Duration) -> Self {
+        self.config.base_restart_delay = delay;
+        self
+    }
+
+    /// How many times the restart delay may double: the longest delay is
+    /// `base * 2^max_exponent` (before jitter). Delays saturate instead of overflowing.
+    #[must_use]
+    pub fn with_max_backoff_exponent(mut self, exponent: u32) -> Self {
+        self.config.max_backoff_exponent = exponent;
+        self
+    }
+
+    /// How long a run must stay healthy for the task's restart count to start over.
+    #[must_use]
+    pub fn with_task_being_stable_after(mut self, duration: Duration) -> Self {
+        self.config.task_being_stable_after = duration;
+        self
+    }
+
+    /// Stops the supervisor with [`SupervisorError::TooManyDeadTasks`] once this fraction of
+    /// its tasks (from 0 to 1) has died of failures. Tasks killed by
+    /// [`kill_task`](crate::SupervisorHandle::kill_task) do not count. `None` turns the check off.
+    ///
+    /// [`SupervisorError::TooManyDeadTasks`]: crate::SupervisorError::TooManyDeadTasks
+    #[must_use]
+    pub fn with_dead_tasks_threshold(mut self, threshold: Option<f64>) -> Self {
+        self.config.dead_tasks_threshold = threshold;
+        self
+    }
+
+    /// How long a run that asked for its cancellation token has to return after it was asked
+    /// to stop (by `restart`, `kill_task`, `shutdown` or a hang) before it is dropped.
+    #[must_use]
+    pub fn with_grace_period(mut self, grace: Duration) -> Self {
+        self.config.grace_period = grace;
+        self
+    }
+
+    /// Lengthens each restart delay by a random share of up to `fraction` of itself (0 to 1),
+    /// so tasks that failed together do not restart together. Zero turns jitter off.
+    #[must_use]
+    pub fn with_restart_jitter(mut self, fraction: f64) -> Self {
+        self.config.restart_jitter = fraction;
+        self
+    }
+
+    /// Seeds the jitter so that restart delays are the same from one run of the program to
+    /// the next.
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.config.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Builds the supervisor, making unworkable settings workable instead of failing.
+    ///
+    /// A dead tasks threshold that is not a number turns the check off and one outside 0..=1 is
+    /// clamped; a zero timeout or heartbeat interval becomes one millisecond; a jitter outside
+    /// 0..=1 becomes none; a name registered twice keeps its last task. Use
+    /// [`try_build`](Self::try_build) to have such settings reported instead.
+    pub fn build(self) -> Supervisor {
+        let mut by_name: HashMap<String, usize> = HashMap::with_capacity(self.tasks.len());
+        let mut tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)> = Vec::with_capacity(self.tasks.len());
+        for (name, task) in self.tasks {
+            match by_name.get(&name) {
+                Some(&index) => tasks[index].1 = task,
+                None => {
+                    by_name.insert(name.clone(), tasks.len());
+                    tasks.push((Arc::from(name), task));
+                }
+            }
+        }
+        Supervisor::new(self.config.sanitized(), tasks)
+    }
+
+    /// Builds the supervisor, or says which setting cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`BuilderError`] when a name was registered twice, the dead tasks threshold or the
+    /// jitter is not a fraction between 0 and 1, the timeout or the heartbeat interval is
+    /// zero, or the heartbeat interval is not shorter than the timeout.
+    pub fn try_build(self) -> Result<Supervisor, BuilderError> {
+        self.config.validate()?;
+        let mut seen = std::collections::HashSet::with_capacity(self.tasks.len());
+        for (name, _) in &self.tasks {
+            if !seen.insert(name.as_str()) {
+                return Err(BuilderError::DuplicateTaskName { name: name.clone() });
+            }
+        }
+        Ok(self.build())
+    }
+}
+
+impl Default for SupervisorBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SupervisorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorBuilder")
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish()
+    }
+}

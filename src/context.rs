@@ -1,0 +1,305 @@
+//! The run context: what code inside a run uses to reach its supervisor.
+//!
+//! Each run gets its own [`RunShared`], set as a task-local around the run's future, so `run`
+//! reaches it without any change to [`SupervisedTask`](crate::SupervisedTask)'s signature.
+//!
+//! # Invariants
+//!
+//! 1. A heartbeat is one clock read and one atomic store. It allocates nothing, sends nothing
+//!    and takes no lock.
+//! 2. `last_beat` is `0` until the run's first beat, and a valid stamp from then on.
+//! 3. Once the loop has asked a run to stop, the run's cancellation token is cancelled, whether
+//!    the run asked for the token before or after the stop.
+//!
+//! # Why sharing is safe
+//!
+//! The run and the loop share only atomics and a `OnceLock`. The stop handshake (invariant 3)
+//! runs through one atomic: the loop sets `STOP`, a run asking for its token sets
+//! `COOPERATIVE`, and each side reads the other's flag from the same read-modify-write, so
+//! whichever side comes second cancels the token.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+tokio::task_local! {
+    static CURRENT_RUN: Arc<RunShared>;
+}
+
+/// Set by the loop when it wants the run to end.
+const STOP: u8 = 1;
+/// Set once the run has asked for its cancellation token or checked for cancellation: such a
+/// run gets the grace period to finish; any other run is dropped at once.
+const COOPERATIVE: u8 = 2;
+
+/// Settings shared by every run of one supervisor.
+#[derive(Debug)]
+pub(crate) struct RunSettings {
+    /// The zero of every heartbeat timestamp.
+    pub(crate) epoch: Instant,
+    /// The beat period tasks are told to keep.
+    pub(crate) heartbeat_interval: Duration,
+    /// Where runs report progress to the loop: one sender for all runs, not one per run.
+    pub(crate) events: tokio::sync::mpsc::UnboundedSender<crate::event_loop::Message>,
+}
+
+impl RunSettings {
+    /// Nanoseconds from the epoch to `instant`, plus one so that zero can mean "never".
+    pub(crate) fn stamp(&self, instant: Instant) -> u64 {
+        let nanos = instant.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// The instant a [`stamp`](Self::stamp) stands for.
+    pub(crate) fn instant_of(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_nanos(stamp.saturating_sub(1))
+    }
+}
+
+/// State shared between one run and the loop.
+#[derive(Debug)]
+pub(crate) struct RunShared {
+    settings: Arc<RunSettings>,
+    /// Stamp of the last heartbeat, `0` before the first one.
+    last_beat: AtomicU64,
+    flags: AtomicU8,
+    /// Made on first request: most runs never ask for one.
+    token: OnceLock<CancellationToken>,
+}
+
+impl RunShared {
+    pub(crate) fn new(settings: Arc<RunSettings>) -> Self {
+        Self {
+            settings,
+            last_beat: AtomicU64::new(0),
+            flags: AtomicU8::new(0),
+            token: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    pub(crate) fn beat(&self) {
+        let stamp = self.settings.stamp(Instant::now());
+        self.last_beat.store(stamp, Ordering::Relaxed);
+    }
+
+    /// The stamp of the last heartbeat, `None` before the first one.
+    pub(crate) fn last_beat(&self) -> Option<u64> {
+        match self.last_beat.load(Ordering::Relaxed) {
+            0 => None,
+            stamp => Some(stamp),
+        }
+    }
+
+    pub(crate) fn token(&self) -> CancellationToken {
+        let token = self.token.get_or_init(CancellationToken::new).clone();
+        let before = self.flags.fetch_or(COOPERATIVE, Ordering::AcqRel);
+        if before & STOP != 0 {
+            token.cancel();
+        }
+        token
+    }
+
+    pub(crate) fn is_stop_requested(&self) -> bool {
+        let before = self.flags.fetch_or(COOPERATIVE, Ordering::AcqRel);
+        before & STOP != 0
+    }
+
+    /// Asks the run to stop. Returns `true` when the run is cooperative (it asked for its
+    /// token), so it deserves a grace period; `false` when it should be dropped at once.
+    pub(crate) fn request_stop(&self) -> bool {
+        let before = self.flags.fetch_or(STOP, Ordering::AcqRel);
+        if before & COOPERATIVE == 0 {
+            return false;
+        }
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
+        true
+    }
+
+    /// Runs `future` with this run set as the current task's context.
+    pub(crate) fn scope<F: std::future::Future>(
+        self: Arc<Self>,
+        future: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Arc<RunShared>, F> {
+        CURRENT_RUN.scope(self, future)
+    }
+}
+
+/// Sends a heartbeat for the run this code is part of.
+///
+/// This is the cheapest way to beat: one clock read and one atomic store. It returns `false`,
+/// and does nothing, when called outside a supervised run (including from a task the run
+/// spawned: take a [`TaskContext`] along for that).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_trait::async_trait;
+/// use task_supervisor::{heartbeat, SupervisedTask, TaskResult};
+///
+/// #[derive(Clone)]
+/// struct Ticker;
+///
+/// #[async_trait]
+/// impl SupervisedTask for Ticker {
+///     async fn run(&mut self) -> TaskResult {
+///         loop {
+///             heartbeat();
+///             tokio::time::sleep(Duration::from_millis(100)).await;
+///         }
+///     }
+///
+///     fn sends_heartbeats(&self) -> bool {
+///         true
+///     }
+/// }
+/// ```
+pub fn heartbeat() -> bool {
+    CURRENT_RUN.try_with(|run| run.beat()).is_ok()
+}
+
+/// A run's link to its supervisor: heartbeats and cancellation.
+///
+/// Get it inside [`SupervisedTask::run`](crate::SupervisedTask::run) with
+/// [`TaskContext::current`]. It is cheap to clone and can be moved into tasks the run spawns,
+/// so that they beat or watch for cancellation on the run's behalf. It belongs to one run: a
+/// context kept after its run ended affects nothing.
+///
+/// # Examples
+///
+/// A run that beats while it works and finishes cleanly when asked to stop:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use task_supervisor::{SupervisedTask, TaskContext, TaskResult};
+///
+/// #[derive(Clone)]
+/// struct Worker;
+///
+/// #[async_trait]
+/// impl SupervisedTask for Worker {
+///     async fn run(&mut self) -> TaskResult {
+///         let context = TaskContext::current().expect("run by a supervisor");
+///         let stop = context.cancellation_token();
+///         let mut tick = tokio::time::interval(context.heartbeat_interval());
+///         loop {
+///             tokio::select! {
+///                 _ = stop.cancelled() => return Ok(()), // flush, close, then return
+///                 _ = tick.tick() => context.heartbeat(),
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    run: Arc<RunShared>,
+}
+
+impl TaskContext {
+    /// The context of the run this code is part of, or `None` outside a supervised run.
+    pub fn current() -> Option<TaskContext> {
+        CURRENT_RUN
+            .try_with(|run| TaskContext {
+                run: Arc::clone(run),
+            })
+            .ok()
+    }
+
+    /// Tells the supervisor the run is making progress.
+    ///
+    /// The first heartbeat of a run proves it alive (`Starting` becomes `Healthy`) and opts
+    /// the run into hang detection: from then on, a run silent for longer than the
+    /// supervisor's `timeout_threshold` is stopped and restarted.
+    pub fn heartbeat(&self) {
+        self.run.beat();
+    }
+
+    /// The token the supervisor cancels when it wants this run to finish (on `restart`,
+    /// `kill_task`, `shutdown`, or when the run is hung).
+    ///
+    /// Asking for the token marks the run as cooperative: when stopped, it gets the
+    /// supervisor's grace period to return before it is dropped. A run that never asks is
+    /// dropped at once, since it could not know it should finish.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.run.token()
+    }
+
+    /// Whether the supervisor has asked this run to finish. Checking marks the run as
+    /// cooperative, as [`cancellation_token`](Self::cancellation_token) does.
+    pub fn is_cancelled(&self) -> bool {
+        self.run.is_stop_requested()
+    }
+
+    /// The beat period the supervisor asks its tasks to keep.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.run.settings.heartbeat_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> Arc<RunShared> {
+        Arc::new(RunShared::new(Arc::new(RunSettings {
+            epoch: Instant::now(),
+            heartbeat_interval: Duration::from_millis(100),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+        })))
+    }
+
+    #[tokio::test]
+    async fn heartbeat_outside_a_run_does_nothing() {
+        assert!(!heartbeat());
+        assert!(TaskContext::current().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_inside_a_run_stores_the_time() {
+        let shared = run();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let beat = Arc::clone(&shared)
+            .scope(async { heartbeat() })
+            .await;
+        assert!(beat);
+        let stamp = shared.last_beat().expect("a beat was stored");
+        assert_eq!(
+            shared.settings().instant_of(stamp),
+            shared.settings().epoch + Duration::from_millis(5)
+        );
+    }
+
+    #[test]
+    fn stop_before_the_token_is_asked_for_still_cancels_it() {
+        let shared = run();
+        assert!(!shared.request_stop(), "not cooperative yet");
+        assert!(shared.token().is_cancelled());
+    }
+
+    #[test]
+    fn stop_after_the_token_is_asked_for_cancels_it() {
+        let shared = run();
+        let token = shared.token();
+        assert!(!token.is_cancelled());
+        assert!(shared.request_stop(), "cooperative");
+        assert!(token.is_cancelled());
+    }
+
+    #[test]
+    fn checking_for_cancellation_makes_a_run_cooperative() {
+        let shared = run();
+        assert!(!shared.is_stop_requested());
+        assert!(shared.request_stop());
+        assert!(shared.is_stop_requested());
+    }
+}

@@ -1,0 +1,785 @@
+//! The loop: the one Tokio task that owns every supervised task's state.
+//!
+//! Three things reach it. **Messages** (commands from handles, and the progress runs report)
+//! arrive on one unbounded channel. **Exits** of runs arrive through a `JoinSet` the moment a
+//! run ends. **Time** arrives as the earliest deadline of a [`DeadlineQueue`]: back-offs,
+//! heartbeat deadlines and grace periods. Nothing is polled and nothing is scanned: the loop
+//! sleeps until one of the three wakes it.
+//!
+//! # Invariants
+//!
+//! 1. At most one run of a task is alive at any moment: a run is spawned only when its slot
+//!    holds no run, and a slot lets go of its run only when the `JoinSet` has handed back the
+//!    run's exit, which happens after the run's future was dropped.
+//! 2. The loop is the only writer of task state. Statuses are published to the registry with
+//!    [`TaskEntry::publish`], and only from [`EventLoop::set_status`].
+//! 3. Every status change is an edge of the state machine in [`crate::status`]
+//!    (checked in debug builds by `set_status`).
+//! 4. `kill_task` is final for the run it stops: killing clears the slot's deadline, so a
+//!    pending back-off does nothing when it fires.
+//! 5. The loop returns only once it is ending and the `JoinSet` is empty: when `wait()` sees
+//!    the loop's task finish, no run is alive.
+//! 6. Nothing a task does panics the loop: making an instance, asking it about heartbeats and
+//!    dropping it are all guarded, and runs catch their own panics.
+//! 7. A slot's memory does not grow with its restarts: it holds one run, one deadline and
+//!    counters, and a superseded deadline entry leaves the queue when its tick passes.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::Instant;
+
+use crate::backoff::{exponential_delay, with_jitter, JitterSource};
+use crate::config::Config;
+use crate::context::{RunSettings, RunShared};
+use crate::deadline::{instant_of, tick_at, DeadlineQueue, Tick};
+use crate::error::SupervisorError;
+use crate::registry::TaskEntry;
+use crate::run::{self, panic_message, RunExit, RunId, RunOutcome, RunProgress};
+use crate::status::{StatusChange, TaskStatus};
+use crate::supervisor::Shared;
+use crate::task::TaskTemplate;
+
+/// What reaches the loop over its channel.
+pub(crate) enum Message {
+    /// A task added through a handle; its name is already reserved in the registry.
+    Add {
+        name: Arc<str>,
+        entry: Arc<TaskEntry>,
+        task: Box<dyn TaskTemplate>,
+    },
+    Restart {
+        id: u32,
+    },
+    Kill {
+        id: u32,
+    },
+    Shutdown,
+    /// A run proved alive or sent its first heartbeat.
+    Progress(RunProgress),
+}
+
+/// What to do when the live run's exit arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    /// The run ends by itself: its outcome decides.
+    Decide,
+    /// The run was stopped as hung and the task is `Failed`: restart after the back-off.
+    BackOff,
+    /// A manual restart: start a fresh run at once.
+    Start,
+    /// Killed, shut down, or hung with no attempts left: start nothing.
+    Nothing,
+}
+
+/// What a slot's deadline means; a slot waits for at most one deadline at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// No run: start one when it falls due.
+    BackOff,
+    /// A watched run: check its last heartbeat.
+    Heartbeat,
+    /// A stopping run: drop it.
+    Grace,
+}
+
+/// No tick.
+const NEVER: Tick = Tick::MAX;
+
+#[derive(Debug)]
+struct Timer {
+    kind: TimerKind,
+    /// When the slot wants to be woken, or `NEVER`.
+    due: Tick,
+    /// The earliest tick at which the queue holds an entry for this slot, or `NEVER`. An entry
+    /// popped at any other tick has been superseded and is ignored.
+    queued: Tick,
+}
+
+/// The run a slot holds.
+struct LiveRun {
+    shared: Arc<RunShared>,
+    abort: AbortHandle,
+    /// Whether its heartbeats are being watched.
+    watched: bool,
+    /// Whether it has been asked to stop.
+    stopping: bool,
+    /// Whether it has been aborted (dropped without waiting for it to return).
+    aborted: bool,
+    started_at: Instant,
+}
+
+/// Everything the loop knows about one task.
+struct Slot {
+    name: Arc<str>,
+    entry: Arc<TaskEntry>,
+    template: Box<dyn TaskTemplate>,
+    declares_heartbeats: bool,
+    status: TaskStatus,
+    /// Restarts since the count was last cleared.
+    attempts: u32,
+    generation: u32,
+    run: Option<LiveRun>,
+    after_exit: AfterExit,
+    timer: Timer,
+    healthy_since: Option<Instant>,
+    /// Dead because its attempts ran out (a kill does not count).
+    dead_of_failure: bool,
+}
+
+/// See the [module documentation](self).
+pub(crate) struct EventLoop {
+    config: Config,
+    shared: Arc<Shared>,
+    receiver: UnboundedReceiver<Message>,
+    settings: Arc<RunSettings>,
+    slots: Vec<Slot>,
+    runs: JoinSet<RunExit>,
+    /// Runs aborted by the loop, whose exit comes back as a `JoinError` naming only the task id.
+    aborted: HashMap<tokio::task::Id, RunId>,
+    deadlines: DeadlineQueue,
+    /// Scratch space for due deadlines, kept to avoid allocating on every wake-up.
+    due: Vec<(Tick, u32)>,
+    jitter: JitterSource,
+    /// Slots whose status is `Completed` or `Dead`.
+    final_count: usize,
+    /// Slots that are `Dead` because their attempts ran out.
+    dead_of_failure: usize,
+    /// Set once the supervisor is ending, with how it ends.
+    ending: Option<Result<(), SupervisorError>>,
+    status_sender: Option<broadcast::Sender<StatusChange>>,
+}
+
+/// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
+struct StoppedOnDrop(Arc<Shared>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.registry.mark_stopped();
+        self.0.close_status_changes();
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        config: Config,
+        shared: Arc<Shared>,
+        receiver: UnboundedReceiver<Message>,
+        tasks: Vec<(Arc<str>, Arc<TaskEntry>, Box<dyn TaskTemplate>)>,
+    ) -> Self {
+        let settings = Arc::new(RunSettings {
+            epoch: Instant::now(),
+            heartbeat_interval: config.heartbeat_interval,
+            events: shared.sender.clone(),
+        });
+        let jitter = config
+            .jitter_seed
+            .map_or_else(JitterSource::from_entropy, JitterSource::new);
+        let mut event_loop = Self {
+            config,
+            shared,
+            receiver,
+            settings,
+            slots: Vec::with_capacity(tasks.len()),
+            runs: JoinSet::new(),
+            aborted: HashMap::new(),
+            deadlines: DeadlineQueue::default(),
+            due: Vec::new(),
+            jitter,
+            final_count: 0,
+            dead_of_failure: 0,
+            ending: None,
+            status_sender: None,
+        };
+        for (name, entry, task) in tasks {
+            event_loop.push_slot(name, entry, task);
+        }
+        event_loop
+    }
+
+    /// Runs the supervisor until it has ended and every run is gone.
+    pub(crate) async fn run(mut self) {
+        let _stopped = StoppedOnDrop(Arc::clone(&self.shared));
+        for index in 0..self.slots.len() {
+            self.start(index);
+        }
+        let epoch = self.settings.epoch;
+        let mut sleep = pin!(tokio::time::sleep_until(epoch));
+        let mut sleeping_until: Option<Tick> = None;
+
+        let result = loop {
+            self.finish_if_all_done();
+            if self.ending.is_some() && self.runs.is_empty() {
+                break self.ending.take().unwrap_or(Ok(()));
+            }
+            let next = self.deadlines.next_tick();
+            if next != sleeping_until {
+                sleeping_until = next.and_then(|tick| {
+                    let at = instant_of(epoch, tick)?;
+                    sleep.as_mut().reset(at);
+                    Some(tick)
+                });
+            }
+            tokio::select! {
+                biased;
+                Some(joined) = self.runs.join_next(), if !self.runs.is_empty() => {
+                    self.on_joined(joined);
+                }
+                Some(message) = self.receiver.recv() => self.on_message(message),
+                () = &mut sleep, if sleeping_until.is_some() => {
+                    sleeping_until = None;
+                    self.on_timers();
+                }
+            }
+        };
+
+        self.status_sender = None;
+        let _ = self.shared.outcome.set(result);
+        // A task's `Drop` may panic; the loop must not (invariant 6).
+        let slots = std::mem::take(&mut self.slots);
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(slots)));
+    }
+
+    fn push_slot(&mut self, name: Arc<str>, entry: Arc<TaskEntry>, task: Box<dyn TaskTemplate>) {
+        if entry.id as usize != self.slots.len() {
+            tracing::error!(
+                task = %name,
+                id = entry.id,
+                slots = self.slots.len(),
+                "task id does not match its slot; this is a bug in task-supervisor"
+            );
+        }
+        let declares_heartbeats =
+            catch_unwind(AssertUnwindSafe(|| task.sends_heartbeats())).unwrap_or(false);
+        self.slots.push(Slot {
+            name,
+            entry,
+            template: task,
+            declares_heartbeats,
+            status: TaskStatus::Created,
+            attempts: 0,
+            generation: 0,
+            run: None,
+            after_exit: AfterExit::Decide,
+            timer: Timer {
+                kind: TimerKind::BackOff,
+                due: NEVER,
+                queued: NEVER,
+            },
+            healthy_since: None,
+            dead_of_failure: false,
+        });
+    }
+
+    // ----- messages -----
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Add { name, entry, task } => {
+                self.push_slot(name, entry, task);
+                self.start(self.slots.len() - 1);
+            }
+            Message::Restart { id } => {
+                if let Some(index) = self.index(id) {
+                    self.restart(index);
+                }
+            }
+            Message::Kill { id } => {
+                if let Some(index) = self.index(id) {
+                    self.kill(index);
+                }
+            }
+            Message::Shutdown => self.begin_ending(Ok(())),
+            Message::Progress(progress) => self.on_progress(progress),
+        }
+    }
+
+    fn index(&self, id: u32) -> Option<usize> {
+        let index = id as usize;
+        if index < self.slots.len() {
+            Some(index)
+        } else {
+            tracing::error!(id, "command for an unknown task id; this is a bug in task-supervisor");
+            None
+        }
+    }
+
+    fn restart(&mut self, index: usize) {
+        if self.ending.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[index];
+        if slot.run.is_some() {
+            slot.after_exit = AfterExit::Start;
+            self.stop_run(index);
+        } else {
+            slot.timer.due = NEVER;
+            slot.attempts = 0;
+            self.start(index);
+        }
+    }
+
+    fn kill(&mut self, index: usize) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.set_status(index, TaskStatus::Dead, Some(&"killed"));
+        let slot = &mut self.slots[index];
+        slot.timer.due = NEVER; // A pending back-off does nothing (invariant 4).
+        if slot.run.is_some() {
+            slot.after_exit = AfterExit::Nothing;
+            self.stop_run(index);
+        }
+    }
+
+    fn on_progress(&mut self, progress: RunProgress) {
+        let index = progress.id.slot as usize;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if slot.generation != progress.id.generation {
+            return; // From a run that has already ended.
+        }
+        let Some(run) = slot.run.as_mut() else {
+            return;
+        };
+        if run.stopping {
+            return;
+        }
+        let watch_from = if progress.beaten && !run.watched {
+            run.watched = true;
+            run.shared
+                .last_beat()
+                .map(|stamp| self.settings.instant_of(stamp))
+        } else {
+            None
+        };
+        if progress.alive && slot.status == TaskStatus::Starting {
+            slot.healthy_since = Some(Instant::now());
+            self.set_status(index, TaskStatus::Healthy, None);
+        }
+        if let Some(last_beat) = watch_from {
+            self.watch(index, last_beat);
+        }
+    }
+
+    // ----- runs -----
+
+    /// Spawns a run of the task in `index`, unless the supervisor is ending.
+    fn start(&mut self, index: usize) {
+        if self.ending.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[index];
+        debug_assert!(slot.run.is_none(), "a second live run (invariant 1)");
+        slot.generation = slot.generation.wrapping_add(1);
+        let id = RunId {
+            slot: index as u32,
+            generation: slot.generation,
+        };
+        let shared = Arc::new(RunShared::new(Arc::clone(&self.settings)));
+        let watched = slot.declares_heartbeats;
+        let abort = match catch_unwind(AssertUnwindSafe(|| slot.template.make_run())) {
+            Ok(task) => self
+                .runs
+                .spawn(run::supervise(id, task, Arc::clone(&shared), watched)),
+            Err(payload) => {
+                let message = format!(
+                    "making the run's instance panicked: {}",
+                    panic_message(payload.as_ref())
+                );
+                self.runs.spawn(run::failed_to_start(id, message))
+            }
+        };
+        let now = Instant::now();
+        slot.run = Some(LiveRun {
+            shared,
+            abort,
+            watched,
+            stopping: false,
+            aborted: false,
+            started_at: now,
+        });
+        slot.after_exit = AfterExit::Decide;
+        slot.timer.due = NEVER;
+        slot.healthy_since = None;
+        self.set_status(index, TaskStatus::Starting, None);
+        if watched {
+            let first_beat_due = now
+                .checked_add(self.config.health_check_initial_delay)
+                .unwrap_or(now);
+            self.watch(index, first_beat_due);
+        }
+    }
+
+    /// Asks the run in `index` to stop: a cooperative run gets the grace period, any other is
+    /// dropped at once.
+    fn stop_run(&mut self, index: usize) {
+        let Some(run) = self.slots[index].run.as_mut() else {
+            return;
+        };
+        if run.stopping {
+            return;
+        }
+        run.stopping = true;
+        let cooperative = run.shared.request_stop();
+        if cooperative && !self.config.grace_period.is_zero() {
+            let due = self.deadline_after(self.config.grace_period, 1);
+            self.set_timer(index, TimerKind::Grace, due);
+        } else {
+            self.abort_run(index);
+        }
+    }
+
+    fn abort_run(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let Some(run) = slot.run.as_mut() else {
+            return;
+        };
+        if run.aborted {
+            return;
+        }
+        run.aborted = true;
+        run.abort.abort();
+        let id = RunId {
+            slot: index as u32,
+            generation: slot.generation,
+        };
+        self.aborted.insert(run.abort.id(), id);
+    }
+
+    fn on_joined(&mut self, joined: Result<RunExit, JoinError>) {
+        match joined {
+            Ok(exit) => self.on_exit(exit.id, Some(exit.outcome)),
+            Err(error) => match self.aborted.remove(&error.id()) {
+                Some(id) => {
+                    if error.is_panic() {
+                        tracing::warn!(
+                            task = %self.slots[id.slot as usize].name,
+                            "a stopped run panicked while being dropped"
+                        );
+                    }
+                    self.on_exit(id, None);
+                }
+                None => tracing::error!(
+                    %error,
+                    "a run ended without a report; this is a bug in task-supervisor"
+                ),
+            },
+        }
+    }
+
+    /// The run `id` has ended with `outcome` (`None` if it was dropped by the loop).
+    fn on_exit(&mut self, id: RunId, outcome: Option<RunOutcome>) {
+        let index = id.slot as usize;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if slot.generation != id.generation || slot.run.is_none() {
+            tracing::error!(task = %slot.name, "exit of an unknown run; this is a bug in task-supervisor");
+            return;
+        }
+        if let Some(run) = slot.run.take() {
+            if run.aborted {
+                self.aborted.remove(&run.abort.id());
+            }
+        }
+        slot.timer.due = NEVER;
+        match std::mem::replace(&mut slot.after_exit, AfterExit::Decide) {
+            AfterExit::Start => {
+                slot.attempts = 0;
+                self.start(index);
+            }
+            AfterExit::BackOff => self.schedule_restart(index),
+            AfterExit::Nothing => {}
+            AfterExit::Decide => match outcome {
+                Some(RunOutcome::Completed) => {
+                    self.set_status(index, TaskStatus::Completed, None);
+                }
+                Some(RunOutcome::Failed(error)) => self.fail_and_restart(index, &error),
+                Some(RunOutcome::Panicked(message)) => {
+                    self.fail_and_restart(index, &format_args!("panicked: {message}"));
+                }
+                None => self.fail_and_restart(index, &"dropped"),
+            },
+        }
+    }
+
+    fn fail_and_restart(&mut self, index: usize, reason: &dyn Display) {
+        if self.fail(index, reason) {
+            self.schedule_restart(index);
+        }
+    }
+
+    /// Counts a failure of the task in `index`: `Failed` with one more attempt used, or `Dead`
+    /// when none is left. Returns whether it will be restarted.
+    fn fail(&mut self, index: usize, reason: &dyn Display) -> bool {
+        let now = Instant::now();
+        let stable_after = self.config.task_being_stable_after;
+        let slot = &mut self.slots[index];
+        if let Some(since) = slot.healthy_since.take() {
+            if now.saturating_duration_since(since) >= stable_after {
+                slot.attempts = 0;
+            }
+        }
+        if self.config.may_restart(slot.attempts) {
+            slot.attempts = slot.attempts.saturating_add(1);
+            self.set_status(index, TaskStatus::Failed, Some(reason));
+            true
+        } else {
+            self.set_status(index, TaskStatus::Dead, Some(reason));
+            let slot = &mut self.slots[index];
+            slot.dead_of_failure = true;
+            self.dead_of_failure += 1;
+            self.check_dead_threshold();
+            false
+        }
+    }
+
+    /// Starts the task in `index` after its back-off: at once when the delay is zero, without
+    /// going through the timer.
+    fn schedule_restart(&mut self, index: usize) {
+        let attempt = self.slots[index].attempts;
+        let delay = with_jitter(
+            exponential_delay(
+                self.config.base_restart_delay,
+                attempt,
+                self.config.max_backoff_exponent,
+            ),
+            self.config.restart_jitter,
+            self.jitter.next_unit(),
+        );
+        if delay.is_zero() {
+            self.start(index);
+        } else {
+            let due = self.deadline_after(delay, 1);
+            self.set_timer(index, TimerKind::BackOff, due);
+        }
+    }
+
+    // ----- time -----
+
+    /// The tick `delay` from now, rounded up to `granularity` milliseconds.
+    fn deadline_after(&self, delay: std::time::Duration, granularity: u64) -> Tick {
+        match Instant::now().checked_add(delay) {
+            Some(at) => tick_at(self.settings.epoch, at, granularity),
+            None => NEVER,
+        }
+    }
+
+    /// Watches the run in `index` for silence: it is hung if it does not beat again within the
+    /// timeout after `since`.
+    fn watch(&mut self, index: usize, since: Instant) {
+        let due = match since.checked_add(self.config.timeout_threshold) {
+            Some(at) => tick_at(
+                self.settings.epoch,
+                at,
+                self.config.heartbeat_granularity_millis(),
+            ),
+            None => NEVER,
+        };
+        self.set_timer(index, TimerKind::Heartbeat, due);
+    }
+
+    fn set_timer(&mut self, index: usize, kind: TimerKind, due: Tick) {
+        let timer = &mut self.slots[index].timer;
+        timer.kind = kind;
+        timer.due = due;
+        if due < timer.queued {
+            // Earlier than the entry already queued (or none is): queue one more. A later
+            // deadline needs nothing: the queued entry re-queues it when it fires.
+            self.deadlines.push(due, index as u32);
+            timer.queued = due;
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let now_tick = tick_at(self.settings.epoch, now, 1);
+        // `tick_at` rounds up; a deadline is due once its tick has fully begun.
+        let now_tick = if instant_of(self.settings.epoch, now_tick) == Some(now) {
+            now_tick
+        } else {
+            now_tick.saturating_sub(1)
+        };
+        let mut due = std::mem::take(&mut self.due);
+        self.deadlines.pop_due(now_tick, &mut due);
+        for (tick, slot) in due.drain(..) {
+            let index = slot as usize;
+            let timer = &mut self.slots[index].timer;
+            if timer.queued != tick {
+                continue; // Superseded by an earlier entry.
+            }
+            timer.queued = NEVER;
+            if timer.due == NEVER {
+                continue; // Cancelled.
+            }
+            if timer.due > now_tick {
+                let (kind, later) = (timer.kind, timer.due);
+                self.set_timer(index, kind, later);
+                continue;
+            }
+            timer.due = NEVER;
+            match timer.kind {
+                TimerKind::BackOff => self.start(index),
+                TimerKind::Heartbeat => self.check_heartbeat(index, now),
+                TimerKind::Grace => self.abort_run(index),
+            }
+        }
+        self.due = due;
+    }
+
+    fn check_heartbeat(&mut self, index: usize, now: Instant) {
+        let Some(run) = self.slots[index].run.as_ref() else {
+            return;
+        };
+        if run.stopping {
+            return;
+        }
+        let silent_since = match run.shared.last_beat() {
+            Some(stamp) => self.settings.instant_of(stamp),
+            // Declared heartbeats and none yet: the start-up grace is over.
+            None => run.started_at,
+        };
+        let timeout = self.config.timeout_threshold;
+        let beat_recently = run.shared.last_beat().is_some()
+            && silent_since
+                .checked_add(timeout)
+                .is_some_and(|deadline| deadline > now);
+        if beat_recently {
+            self.watch(index, silent_since);
+            return;
+        }
+        let reason = format!("hung: no heartbeat for {timeout:?}");
+        let restart = self.fail(index, &reason);
+        let slot = &mut self.slots[index];
+        if slot.run.as_ref().is_some_and(|run| !run.stopping) {
+            slot.after_exit = if restart {
+                AfterExit::BackOff
+            } else {
+                AfterExit::Nothing
+            };
+            self.stop_run(index);
+        }
+    }
+
+    // ----- the supervisor's own end -----
+
+    fn check_dead_threshold(&mut self) {
+        let Some(threshold) = self.config.dead_tasks_threshold else {
+            return;
+        };
+        let total = self.slots.len();
+        let dead = self.dead_of_failure;
+        if dead > 0 && dead as f64 >= threshold * total as f64 {
+            tracing::error!(dead, total, threshold, "too many dead tasks; the supervisor stops");
+            let _ = self.shared.registry.close(|| Ok(()));
+            self.begin_ending(Err(SupervisorError::TooManyDeadTasks {
+                dead,
+                total,
+                threshold,
+            }));
+        }
+    }
+
+    /// Stops the supervisor once every task is `Completed` or `Dead` and no run is left, unless
+    /// a command is on its way.
+    fn finish_if_all_done(&mut self) {
+        if self.ending.is_some()
+            || self.slots.is_empty()
+            || self.final_count < self.slots.len()
+            || !self.runs.is_empty()
+        {
+            return;
+        }
+        let receiver = &self.receiver;
+        if self.shared.registry.close_if(|| receiver.is_empty()) {
+            tracing::info!("every task has completed or died; the supervisor stops");
+            self.ending = Some(Ok(()));
+        }
+    }
+
+    /// Ends the supervisor with `result`: no run starts any more and every live run is stopped.
+    fn begin_ending(&mut self, result: Result<(), SupervisorError>) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.ending = Some(result);
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.run.is_some() {
+                slot.after_exit = AfterExit::Nothing;
+                self.stop_run(index);
+            } else {
+                slot.timer.due = NEVER;
+            }
+        }
+    }
+
+    // ----- statuses -----
+
+    /// The one place a status changes (invariant 2).
+    fn set_status(&mut self, index: usize, to: TaskStatus, reason: Option<&dyn Display>) {
+        let slot = &mut self.slots[index];
+        let from = slot.status;
+        if from == to {
+            return;
+        }
+        debug_assert!(from.can_change_to(to), "{from} -> {to} is not an edge (invariant 3)");
+        slot.status = to;
+        slot.entry.publish(to);
+        if from.is_final() {
+            self.final_count -= 1;
+        }
+        if to.is_final() {
+            self.final_count += 1;
+        }
+        if from == TaskStatus::Dead && slot.dead_of_failure {
+            slot.dead_of_failure = false;
+            self.dead_of_failure -= 1;
+        }
+        let name = &slot.name;
+        let why = Reason(reason);
+        match to {
+            TaskStatus::Failed => tracing::warn!(
+                task = %name,
+                reason = %why,
+                attempt = slot.attempts,
+                "task failed; it restarts after its back-off"
+            ),
+            TaskStatus::Dead => tracing::warn!(task = %name, reason = %why, "task is dead"),
+            TaskStatus::Completed => tracing::info!(task = %name, "task completed"),
+            _ => tracing::debug!(task = %name, %from, %to, "task status changed"),
+        }
+        if self.status_sender.is_none() {
+            self.status_sender = self.shared.status_sender();
+        }
+        if let Some(sender) = &self.status_sender {
+            // No receiver left is not an error: the stream is best effort for its readers.
+            let _ = sender.send(StatusChange {
+                task: Arc::clone(name),
+                from,
+                to,
+                reason: reason.map(|reason| Arc::from(reason.to_string())),
+            });
+        }
+    }
+}
+
+/// Formats an optional reason only if a log line is actually written.
+struct Reason<'a>(Option<&'a dyn Display>);
+
+impl Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(reason) => reason.fmt(f),
+            None => Ok(()),
+        }
+    }
+}

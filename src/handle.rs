@@ -1,0 +1,294 @@
+//! `SupervisorHandle`: the cheap, cloneable remote control of a running supervisor.
+//!
+//! Commands are checked against the shared registry and answered at once; what changes state
+//! travels to the loop over an unbounded channel, so no command waits for the loop.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::error::{SupervisorError, SupervisorHandleError};
+use crate::event_loop::Message;
+use crate::status::{StatusChange, TaskStatus};
+use crate::supervisor::Shared;
+use crate::task::SupervisedTask;
+
+/// Controls a running supervisor: adds, restarts and kills tasks, reads statuses, shuts down.
+///
+/// Clones are cheap and all control the same supervisor; a handle can be sent to and used from
+/// any thread. Dropping a clone changes nothing; dropping the last one shuts the supervisor
+/// down, as [`shutdown`](Self::shutdown) does.
+///
+/// Commands that change something (`add_task`, `restart`, `kill_task`, `shutdown`) return at
+/// once: errors the handle can see (an unknown or duplicate name, a supervisor that stopped)
+/// come back from the call, and the change itself is carried out by the supervisor right
+/// after, in the order the commands were made.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_trait::async_trait;
+/// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+///
+/// #[derive(Clone)]
+/// struct Forever;
+///
+/// #[async_trait]
+/// impl SupervisedTask for Forever {
+///     async fn run(&mut self) -> TaskResult {
+///         std::future::pending().await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = SupervisorBuilder::new().build().run();
+/// handle.add_task("forever", Forever)?;
+/// tokio::time::sleep(Duration::from_millis(10)).await;
+/// assert_eq!(handle.get_task_status("forever").await?, Some(TaskStatus::Healthy));
+///
+/// handle.kill_task("forever")?;
+/// handle.shutdown()?;
+/// handle.wait().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    inner: Arc<HandleInner>,
+}
+
+/// Shared by all clones of one handle; its drop is the last handle's drop.
+struct HandleInner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        // The last handle is gone: nobody can command or wait for the supervisor any more.
+        // Closing fails only if it is stopping already, which is what we want anyway.
+        let _ = close(&self.shared);
+    }
+}
+
+fn close(shared: &Shared) -> Result<(), SupervisorHandleError> {
+    shared.registry.close(|| send(shared, Message::Shutdown))
+}
+
+fn send(shared: &Shared, message: Message) -> Result<(), SupervisorHandleError> {
+    shared
+        .sender
+        .send(message)
+        .map_err(|_| SupervisorHandleError::SupervisorStopped)
+}
+
+impl SupervisorHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            inner: Arc::new(HandleInner { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Registers `task` under `name` and starts it.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::TaskAlreadyExists`] if a task of that name is registered
+    /// (whatever its status); [`SupervisorHandleError::SupervisorStopped`] if the supervisor
+    /// is shutting down or has stopped.
+    pub fn add_task(
+        &self,
+        name: &str,
+        task: impl SupervisedTask + Clone,
+    ) -> Result<(), SupervisorHandleError> {
+        let shared = self.shared();
+        shared.registry.add(name, |name, entry| {
+            send(
+                shared,
+                Message::Add {
+                    name,
+                    entry,
+                    task: Box::new(task),
+                },
+            )
+        })
+    }
+
+    /// Starts a fresh run of the task `name` and clears its restart count.
+    ///
+    /// A running task is asked to stop first (cancellation, then the grace period, then it is
+    /// dropped), and the new run starts only once the old one has ended. A completed or dead
+    /// task is brought back.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::TaskNotFound`] if no task has that name;
+    /// [`SupervisorHandleError::SupervisorStopped`] if the supervisor is shutting down or has
+    /// stopped.
+    pub fn restart(&self, name: &str) -> Result<(), SupervisorHandleError> {
+        let shared = self.shared();
+        shared
+            .registry
+            .command(name, |entry| send(shared, Message::Restart { id: entry.id }))
+    }
+
+    /// Kills the task `name` for good: its run is stopped (cancellation, then the grace period,
+    /// then it is dropped), a pending restart is cancelled, and it is marked
+    /// [`Dead`](TaskStatus::Dead). Only [`restart`](Self::restart) brings it back.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::TaskNotFound`] if no task has that name;
+    /// [`SupervisorHandleError::SupervisorStopped`] if the supervisor is shutting down or has
+    /// stopped.
+    pub fn kill_task(&self, name: &str) -> Result<(), SupervisorHandleError> {
+        let shared = self.shared();
+        shared
+            .registry
+            .command(name, |entry| send(shared, Message::Kill { id: entry.id }))
+    }
+
+    /// Shuts the supervisor down: every run is asked to stop (cancellation, then the grace
+    /// period, then it is dropped) and no task is started again. Use [`wait`](Self::wait) to
+    /// know when it is done.
+    ///
+    /// From this call on, commands that change something fail; statuses can still be read
+    /// until the supervisor has stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] if the supervisor is already shutting down
+    /// or has stopped.
+    pub fn shutdown(&self) -> Result<(), SupervisorHandleError> {
+        close(self.shared())
+    }
+
+    /// The status of the task `name`, or `None` if no task has that name.
+    ///
+    /// It is read from the status the supervisor last published, without a round trip to it,
+    /// so it returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it completes on its first poll.
+    pub async fn get_task_status(
+        &self,
+        name: &str,
+    ) -> Result<Option<TaskStatus>, SupervisorHandleError> {
+        self.shared().registry.status(name)
+    }
+
+    /// The status of every registered task, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it completes on its first poll.
+    pub async fn get_all_task_statuses(
+        &self,
+    ) -> Result<HashMap<String, TaskStatus>, SupervisorHandleError> {
+        self.shared().registry.statuses()
+    }
+
+    /// Every status change from now on, in the order the supervisor made them.
+    ///
+    /// The stream holds the last 4096 changes; a receiver that falls further behind gets
+    /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged) and then the newest changes.
+    /// It ends ([`RecvError::Closed`](broadcast::error::RecvError::Closed)) when the supervisor
+    /// has stopped. Nothing is published, and nothing is paid, until the first subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+    ///
+    /// #[derive(Clone)]
+    /// struct Once;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Once {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle = SupervisorBuilder::new().build().run();
+    /// let mut changes = handle.status_changes();
+    /// handle.add_task("once", Once).unwrap();
+    /// let mut seen = Vec::new();
+    /// while let Ok(change) = changes.recv().await {
+    ///     seen.push(change.to);
+    /// }
+    /// assert_eq!(seen, [TaskStatus::Starting, TaskStatus::Completed]);
+    /// # }
+    /// ```
+    pub fn status_changes(&self) -> broadcast::Receiver<StatusChange> {
+        self.shared().subscribe()
+    }
+
+    /// Waits until the supervisor has stopped and every run it started has ended, and says
+    /// why it stopped.
+    ///
+    /// The supervisor stops when [`shutdown`](Self::shutdown) is called, when the last handle
+    /// is dropped, when every task has completed or died, or when the dead tasks threshold is
+    /// reached. Any number of clones may wait at once, and waiting again after it returned
+    /// returns the same answer at once.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::TooManyDeadTasks`] when the dead tasks threshold was reached;
+    /// [`SupervisorError::LoopEnded`] when the runtime running the supervisor shut down first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing, and a later `wait` picks up where it
+    /// left off.
+    pub async fn wait(&self) -> Result<(), SupervisorError> {
+        let shared = self.shared();
+        {
+            let mut loop_task = shared.loop_task.lock().await;
+            if let Some(task) = loop_task.as_mut() {
+                // The loop only ends by returning; a join error means its runtime went away,
+                // and the outcome below tells that apart.
+                let _ = task.await;
+                *loop_task = None;
+            }
+        }
+        shared
+            .outcome
+            .get()
+            .cloned()
+            .unwrap_or(Err(SupervisorError::LoopEnded))
+    }
+
+    /// Whether the supervisor still takes commands: it is neither shutting down nor stopped.
+    pub fn is_running(&self) -> bool {
+        self.shared().registry.is_running()
+    }
+}
+
+impl fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorHandle")
+            .field("tasks", &self.shared().registry.len())
+            .field("running", &self.is_running())
+            .finish()
+    }
+}

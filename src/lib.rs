@@ -1,0 +1,115 @@
+//! Keeps Tokio tasks alive: restarts with exponential back-off, hang detection through real
+//! heartbeats, and stops that give a task time to finish.
+//!
+//! Implement [`SupervisedTask`] for a type, register it under a name with a
+//! [`SupervisorBuilder`] (or later, through a [`SupervisorHandle`]), and run the supervisor.
+//! From then on it:
+//!
+//! - restarts a task whose run returns an error or panics, after an exponential back-off with
+//!   jitter, until its restart attempts run out and it is [`Dead`](TaskStatus::Dead); a run
+//!   that returns `Ok(())` leaves the task [`Completed`](TaskStatus::Completed);
+//! - watches tasks that send heartbeats (see [`heartbeat`] and [`TaskContext`]) and stops and
+//!   restarts one that falls silent for longer than its timeout;
+//! - stops a run properly: its `CancellationToken` is cancelled, it gets a grace period to
+//!   return, then it is dropped; a new run of a task never starts while the old one lives.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_trait::async_trait;
+//! use task_supervisor::{heartbeat, SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+//!
+//! #[derive(Clone)]
+//! struct Flaky {
+//!     work_left: u32,
+//! }
+//!
+//! #[async_trait]
+//! impl SupervisedTask for Flaky {
+//!     async fn run(&mut self) -> TaskResult {
+//!         while self.work_left > 0 {
+//!             heartbeat();
+//!             tokio::time::sleep(Duration::from_millis(100)).await;
+//!             self.work_left -= 1;
+//!         }
+//!         Err("ran out of work".into())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let handle = SupervisorBuilder::new()
+//!     .with_task("flaky", Flaky { work_left: 3 })
+//!     .with_max_restart_attempts(2)
+//!     .with_base_restart_delay(Duration::from_millis(50))
+//!     .build()
+//!     .run();
+//!
+//! // Three runs of 300 ms and two back-offs later, the task has used up its restarts.
+//! handle.wait().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What happens when
+//!
+//! | a run | the task becomes | then |
+//! | --- | --- | --- |
+//! | returns `Ok(())` | `Completed` | nothing, until [`SupervisorHandle::restart`] |
+//! | returns `Err`, panics, or misses its heartbeat timeout | `Failed` | a new run after the back-off |
+//! | does so with no restart attempt left | `Dead` | nothing, until [`SupervisorHandle::restart`] |
+//! | is killed with [`SupervisorHandle::kill_task`] | `Dead` | nothing, until [`SupervisorHandle::restart`] |
+//!
+//! The statuses and the edges between them are in [`status`].
+//!
+//! # Compared with doing it by hand
+//!
+//! A `JoinSet` or a `TaskTracker` runs tasks and tells you when they end; a loop around
+//! `tokio::spawn` restarts one. This crate adds what such code usually gets wrong: back-off
+//! with a limit, panics kept apart from errors with their message, hang detection, a grace
+//! period before a run is dropped, and the guarantee that a restart never overlaps the run it
+//! replaces.
+//!
+//! Do not use it for work that should run once and report a value (use `tokio::spawn` and
+//! its `JoinHandle`), or for tasks that block their thread: a blocked thread cannot be
+//! interrupted, by this crate or any other.
+//!
+//! # Heartbeats
+//!
+//! A heartbeat is a statement, from inside the run, that it is making progress: call
+//! [`heartbeat()`] or [`TaskContext::heartbeat`]. It costs one clock read and one atomic store.
+//! A run opts into hang detection by beating once, or for every run from its very start by
+//! declaring [`SupervisedTask::sends_heartbeats`]. A task that never beats is never stopped
+//! for being silent, whatever timeout the supervisor is built with.
+
+#![warn(missing_docs)]
+
+mod backoff;
+mod builder;
+mod config;
+mod context;
+mod deadline;
+mod error;
+mod event_loop;
+mod handle;
+mod registry;
+mod run;
+pub mod status;
+mod supervisor;
+mod task;
+
+pub use builder::SupervisorBuilder;
+pub use context::{heartbeat, TaskContext};
+pub use error::{BuilderError, SupervisorError, SupervisorHandleError};
+pub use handle::SupervisorHandle;
+pub use status::{StatusChange, TaskStatus};
+pub use supervisor::Supervisor;
+pub use task::{SupervisedTask, TaskError, TaskFactory, TaskResult};
+
+/// The name a task is registered under, as the keys of
+/// [`SupervisorHandle::get_all_task_statuses`].
+pub type TaskName = String;
+
+pub use async_trait::async_trait;
+pub use tokio_util::sync::CancellationToken;

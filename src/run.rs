@@ -1,0 +1,137 @@
+//! One run of a task, wrapped once: the context around it, panics caught with their message,
+//! and the two moments the loop needs to hear about (the run proved alive, the run beat for
+//! the first time), then one report of how the run ended.
+//!
+//! # Invariants
+//!
+//! 1. The wrapper never panics and never lets a panic of the task escape: a panic in `run`, in
+//!    a `Drop` of the run's state, or in the task's own `Drop` becomes [`RunOutcome::Panicked`].
+//! 2. The user's future is dropped before the wrapper returns its [`RunExit`], so when the loop
+//!    sees the exit, nothing of the run is left.
+//! 3. Each run sends at most two progress messages, whatever it does.
+
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use crate::context::RunShared;
+use crate::event_loop::Message;
+use crate::task::{SupervisedTask, TaskError, TaskResult};
+
+/// Identifies one run: the task's slot and the run's generation within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub(crate) enum RunOutcome {
+    Completed,
+    /// The error is kept unformatted: formatting costs an allocation nobody may need.
+    Failed(TaskError),
+    Panicked(String),
+}
+
+/// The report a run's wrapper returns to the loop.
+#[derive(Debug)]
+pub(crate) struct RunExit {
+    pub(crate) id: RunId,
+    pub(crate) outcome: RunOutcome,
+}
+
+/// What a run tells the loop while it is running.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunProgress {
+    pub(crate) id: RunId,
+    /// The run proved alive: `Starting` can become `Healthy`.
+    pub(crate) alive: bool,
+    /// The run has sent at least one heartbeat: it is watched for silence from now on.
+    pub(crate) beaten: bool,
+}
+
+/// Runs `task` once inside `shared`'s context and reports how it ended.
+///
+/// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
+/// their first beat rather than their first poll.
+pub(crate) async fn supervise(
+    id: RunId,
+    task: Box<dyn SupervisedTask>,
+    shared: Arc<RunShared>,
+    watched_from_start: bool,
+) -> RunExit {
+    let events = &shared.settings().events;
+    let user_run = async move {
+        let mut task = task;
+        let result = task.run().await;
+        drop(task);
+        result
+    };
+    let mut future = pin!(Some(Arc::clone(&shared).scope(user_run)));
+    let mut reported_alive = false;
+    let mut reported_beat = false;
+
+    let polled = poll_fn(|cx| {
+        let Some(running) = future.as_mut().as_pin_mut() else {
+            return Poll::Ready(Ok(Ok(())));
+        };
+        let poll = catch_unwind(AssertUnwindSafe(|| running.poll(cx)));
+        if matches!(poll, Ok(Poll::Pending)) && !(reported_alive && reported_beat) {
+            let beaten = shared.last_beat().is_some();
+            let alive = !watched_from_start || beaten;
+            if (alive && !reported_alive) || (beaten && !reported_beat) {
+                reported_alive |= alive;
+                reported_beat |= beaten;
+                // The loop may be gone (shutdown): then nobody needs the news.
+                let _ = events.send(Message::Progress(RunProgress { id, alive, beaten }));
+            }
+        }
+        match poll {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    })
+    .await;
+
+    // Drop whatever is left of the run here, where a panicking `Drop` is caught.
+    let dropped = catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None)));
+
+    let outcome = match (polled, dropped) {
+        (Err(payload), _) | (Ok(_), Err(payload)) => {
+            RunOutcome::Panicked(panic_message(payload.as_ref()))
+        }
+        (Ok(result), Ok(())) => outcome_of(result),
+    };
+    RunExit { id, outcome }
+}
+
+/// A run that fails at once: used when making the run's instance panicked.
+pub(crate) async fn failed_to_start(id: RunId, message: String) -> RunExit {
+    RunExit {
+        id,
+        outcome: RunOutcome::Panicked(message),
+    }
+}
+
+fn outcome_of(result: TaskResult) -> RunOutcome {
+    match result {
+        Ok(()) => RunOutcome::Completed,
+        Err(error) => RunOutcome::Failed(error),
+    }
+}
+
+/// The message of a panic payload: panics with a formatted message carry a `String`, panics
+/// with a literal carry a `&'static str`.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "panic with a payload that is not a string".to_owned()
+    }
+}

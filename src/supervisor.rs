@@ -1,0 +1,168 @@
+//! `Supervisor`, a built supervisor waiting to run, and the state its handles and its loop share.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
+
+use tokio::sync::{broadcast, mpsc, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::SupervisorError;
+use crate::event_loop::{EventLoop, Message};
+use crate::handle::SupervisorHandle;
+use crate::registry::Registry;
+use crate::status::StatusChange;
+use crate::task::TaskTemplate;
+
+/// How many status changes a slow subscriber may fall behind before it misses some.
+const STATUS_CHANGES_CAPACITY: usize = 4096;
+
+/// A supervisor that has been built and not started yet.
+///
+/// Make one with [`SupervisorBuilder`](crate::SupervisorBuilder), then call
+/// [`run`](Supervisor::run).
+pub struct Supervisor {
+    config: Config,
+    tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(config: Config, tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)>) -> Self {
+        Self { config, tasks }
+    }
+
+    /// Starts the supervisor and its tasks, and returns the handle that controls it.
+    ///
+    /// The supervisor runs as one Tokio task until it is shut down, until every task has
+    /// completed or died, or until the last clone of the handle is dropped. Keep a handle for
+    /// as long as the tasks should run.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a Tokio runtime, as `tokio::spawn` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+    ///
+    /// #[derive(Clone)]
+    /// struct Once;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Once {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle = SupervisorBuilder::new().with_task("once", Once).build().run();
+    /// // The only task completes, so the supervisor stops by itself.
+    /// handle.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn run(self) -> SupervisorHandle {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(sender));
+        let tasks = self
+            .tasks
+            .into_iter()
+            .map(|(name, task)| {
+                let entry = shared.registry.add_initial(Arc::clone(&name));
+                (name, entry, task)
+            })
+            .collect();
+        let event_loop = EventLoop::new(self.config, Arc::clone(&shared), receiver, tasks);
+        let task = tokio::spawn(event_loop.run());
+        // Nobody else can hold the lock yet: the handle that would is made below.
+        if let Ok(mut slot) = shared.loop_task.try_lock() {
+            *slot = Some(task);
+        }
+        SupervisorHandle::new(shared)
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("tasks", &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// What the handles and the loop share.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) sender: mpsc::UnboundedSender<Message>,
+    /// How the supervisor ended, set by the loop just before it returns.
+    pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
+    /// The loop's task. A `wait` awaits it under this (asynchronous) lock, so that `wait`
+    /// returns only once the loop's task itself is gone; a `wait` dropped halfway leaves it
+    /// for the next.
+    pub(crate) loop_task: Mutex<Option<JoinHandle<()>>>,
+    /// The status change stream: made on the first subscription, so a supervisor nobody
+    /// watches pays nothing, and closed by the loop when it ends.
+    status_changes: std::sync::Mutex<StatusChannel>,
+    /// Whether anyone ever subscribed: the loop's cheap check before it looks for a sender.
+    subscribed: AtomicBool,
+}
+
+#[derive(Default)]
+struct StatusChannel {
+    sender: Option<broadcast::Sender<StatusChange>>,
+    closed: bool,
+}
+
+impl Shared {
+    fn new(sender: mpsc::UnboundedSender<Message>) -> Self {
+        Self {
+            registry: Registry::new(),
+            sender,
+            outcome: OnceLock::new(),
+            loop_task: Mutex::new(None),
+            status_changes: std::sync::Mutex::default(),
+            subscribed: AtomicBool::new(false),
+        }
+    }
+
+    fn status_channel(&self) -> std::sync::MutexGuard<'_, StatusChannel> {
+        self.status_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver of every status change from now on; closed at once if the loop has ended.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+        let mut channel = self.status_channel();
+        if channel.closed {
+            // Its sender is dropped right away, so it reports `Closed` on its first receive.
+            return broadcast::channel(1).1;
+        }
+        let receiver = channel
+            .sender
+            .get_or_insert_with(|| broadcast::channel(STATUS_CHANGES_CAPACITY).0)
+            .subscribe();
+        self.subscribed.store(true, Ordering::Release);
+        receiver
+    }
+
+    /// The sender of status changes, if anyone has subscribed.
+    pub(crate) fn status_sender(&self) -> Option<broadcast::Sender<StatusChange>> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.status_channel().sender.clone()
+    }
+
+    /// Ends the stream for every subscriber, once the loop holds no sender either.
+    pub(crate) fn close_status_changes(&self) {
+        let mut channel = self.status_channel();
+        channel.closed = true;
+        channel.sender = None;
+    }
+}

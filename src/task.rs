@@ -1,0 +1,212 @@
+//! The task trait users implement, and the adapters that let any task be supervised.
+//!
+//! The supervisor never runs the instance a user registered: every start and every restart
+//! runs a fresh instance made by [`SupervisedTask::clone_task`], so a run that failed halfway
+//! cannot leave half-updated state behind for the next one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+/// The error a task's run returns.
+///
+/// Any `std::error::Error + Send + Sync` converts into it with `?`, and so does a `String` or
+/// a `&str`. An `anyhow::Error` converts with `.into()`.
+pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The result of one run of a task: `Ok(())` means the task finished its work.
+pub type TaskResult = Result<(), TaskError>;
+
+/// A unit of work that the supervisor keeps alive.
+///
+/// Implement [`run`](SupervisedTask::run) with `#[async_trait]` and derive `Clone`: that is all
+/// a task needs. Each start and each restart runs a fresh clone of the instance that was
+/// registered, so owned fields start from their registered values on every run, while fields
+/// behind an `Arc` are shared by all runs.
+///
+/// | `run` ends with | the supervisor |
+/// | --- | --- |
+/// | `Ok(())` | marks the task [`Completed`](crate::TaskStatus::Completed) and leaves it alone |
+/// | `Err(_)` or a panic | marks it [`Failed`](crate::TaskStatus::Failed) and restarts it after a back-off, or marks it [`Dead`](crate::TaskStatus::Dead) once the restart attempts are used up |
+///
+/// Inside `run`, [`TaskContext`](crate::TaskContext) (or the free function
+/// [`heartbeat`](crate::heartbeat)) reaches the supervisor: to send heartbeats and to learn,
+/// through a `CancellationToken`, that the run should finish.
+///
+/// # Tasks that are not `Clone`
+///
+/// A type that cannot be cloned (it owns a connection, a receiver, a file) is supervised
+/// through a factory: [`TaskFactory`] wraps a closure that builds a fresh instance for every
+/// run. Alternatively, override [`clone_task`](SupervisedTask::clone_task) on a `Clone` type
+/// to control what a restart starts from.
+///
+/// # Examples
+///
+/// ```
+/// use async_trait::async_trait;
+/// use task_supervisor::{SupervisedTask, TaskResult};
+///
+/// #[derive(Clone)]
+/// struct Poller {
+///     url: String,
+/// }
+///
+/// #[async_trait]
+/// impl SupervisedTask for Poller {
+///     async fn run(&mut self) -> TaskResult {
+///         if self.url.is_empty() {
+///             return Err("no url to poll".into());
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait SupervisedTask: Send + 'static {
+    /// Runs the task once, until it finishes (`Ok`), fails (`Err`) or is stopped.
+    ///
+    /// A run that loops forever is the normal case for a service. It is stopped by the
+    /// supervisor on `restart`, `kill_task`, `shutdown` or a missed heartbeat; see
+    /// [`TaskContext::cancellation_token`](crate::TaskContext::cancellation_token) for how
+    /// to finish cleanly when that happens.
+    async fn run(&mut self) -> TaskResult;
+
+    /// Makes the instance the next run starts from.
+    ///
+    /// The default clones `self`, which is what a task that derives `Clone` wants. Override it
+    /// to start every run from a state of your choosing.
+    fn clone_task(&self) -> Box<dyn SupervisedTask>
+    where
+        Self: Clone + Sized,
+    {
+        Box::new(self.clone())
+    }
+
+    /// Declares that every run of this task sends heartbeats.
+    ///
+    /// When `true`, each run must send its first heartbeat within the supervisor's
+    /// `health_check_initial_delay` plus `timeout_threshold` of starting, and then at least
+    /// once per `timeout_threshold`, or it is treated as hung, stopped and restarted.
+    ///
+    /// When `false` (the default), a run opts in by sending its first heartbeat: from then on
+    /// it is watched the same way. A run that never beats is never stopped for silence.
+    ///
+    /// The supervisor reads this once, when the task is registered.
+    fn sends_heartbeats(&self) -> bool {
+        false
+    }
+}
+
+/// A task built afresh for every run by a closure.
+///
+/// This is how a type that cannot be `Clone` is supervised: the closure is cloned instead of
+/// the task, and every start or restart calls it to build a new instance.
+///
+/// # Examples
+///
+/// ```
+/// use async_trait::async_trait;
+/// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskFactory, TaskResult};
+///
+/// // Owns a receiver, so it cannot be cloned.
+/// struct Consumer {
+///     inbox: tokio::sync::mpsc::Receiver<u32>,
+/// }
+///
+/// #[async_trait]
+/// impl SupervisedTask for Consumer {
+///     async fn run(&mut self) -> TaskResult {
+///         while let Some(_item) = self.inbox.recv().await {}
+///         Ok(())
+///     }
+/// }
+///
+/// let supervisor = SupervisorBuilder::new()
+///     .with_task(
+///         "consumer",
+///         TaskFactory::new(|| {
+///             let (_tx, inbox) = tokio::sync::mpsc::channel(16);
+///             Consumer { inbox }
+///         }),
+///     )
+///     .build();
+/// # drop(supervisor);
+/// ```
+pub struct TaskFactory<T> {
+    make: Arc<dyn Fn() -> T + Send + Sync>,
+    current: Option<T>,
+    sends_heartbeats: bool,
+}
+
+impl<T: SupervisedTask> TaskFactory<T> {
+    /// Wraps `make`, which builds the instance each run starts from.
+    pub fn new<F>(make: F) -> Self
+    where
+        F: Fn() -> T + Send + Sync + 'static,
+    {
+        Self {
+            make: Arc::new(make),
+            current: None,
+            sends_heartbeats: false,
+        }
+    }
+
+    /// Declares that the tasks this factory builds send heartbeats from the start of every
+    /// run (see [`SupervisedTask::sends_heartbeats`]).
+    #[must_use]
+    pub fn with_heartbeats(mut self) -> Self {
+        self.sends_heartbeats = true;
+        self
+    }
+}
+
+impl<T> Clone for TaskFactory<T> {
+    /// Clones the factory, not the instance: the clone builds its own on its first run.
+    fn clone(&self) -> Self {
+        Self {
+            make: Arc::clone(&self.make),
+            current: None,
+            sends_heartbeats: self.sends_heartbeats,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskFactory<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFactory")
+            .field("built", &self.current.is_some())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<T: SupervisedTask> SupervisedTask for TaskFactory<T> {
+    async fn run(&mut self) -> TaskResult {
+        let make = &self.make;
+        let task = self.current.get_or_insert_with(|| make());
+        task.run().await
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        self.sends_heartbeats
+    }
+}
+
+/// The supervisor's view of a registered task: something it can make runs from.
+pub(crate) trait TaskTemplate: Send + 'static {
+    /// Makes the instance the next run starts from.
+    fn make_run(&self) -> Box<dyn SupervisedTask>;
+    /// Whether runs are watched from their start (see [`SupervisedTask::sends_heartbeats`]).
+    fn sends_heartbeats(&self) -> bool;
+}
+
+impl<T: SupervisedTask + Clone> TaskTemplate for T {
+    fn make_run(&self) -> Box<dyn SupervisedTask> {
+        self.clone_task()
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        SupervisedTask::sends_heartbeats(self)
+    }
+}
