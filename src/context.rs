@@ -5,8 +5,9 @@
 //!
 //! # Invariants
 //!
-//! 1. A heartbeat is one clock read and one atomic store. It allocates nothing, sends nothing
-//!    and takes no lock.
+//! 1. A heartbeat is one clock read, one atomic load and one atomic store. It allocates
+//!    nothing and takes no lock. Only a run's first beat also sends one message, so the loop
+//!    learns at once that the run is alive and starts watching it.
 //! 2. `last_beat` is `0` until the run's first beat, and a valid stamp from then on.
 //! 3. Once the loop has asked a run to stop, the run's cancellation token is cancelled, whether
 //!    the run asked for the token before or after the stop.
@@ -24,6 +25,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::event_loop::Message;
+use crate::run::{RunId, RunProgress};
 
 tokio::task_local! {
     static CURRENT_RUN: Arc<RunShared>;
@@ -43,7 +47,7 @@ pub(crate) struct RunSettings {
     /// The beat period tasks are told to keep.
     pub(crate) heartbeat_interval: Duration,
     /// Where runs report progress to the loop: one sender for all runs, not one per run.
-    pub(crate) events: tokio::sync::mpsc::UnboundedSender<crate::event_loop::Message>,
+    pub(crate) events: tokio::sync::mpsc::UnboundedSender<Message>,
 }
 
 impl RunSettings {
@@ -62,6 +66,7 @@ impl RunSettings {
 /// State shared between one run and the loop.
 #[derive(Debug)]
 pub(crate) struct RunShared {
+    id: RunId,
     settings: Arc<RunSettings>,
     /// Stamp of the last heartbeat, `0` before the first one.
     last_beat: AtomicU64,
@@ -71,8 +76,9 @@ pub(crate) struct RunShared {
 }
 
 impl RunShared {
-    pub(crate) fn new(settings: Arc<RunSettings>) -> Self {
+    pub(crate) fn new(id: RunId, settings: Arc<RunSettings>) -> Self {
         Self {
+            id,
             settings,
             last_beat: AtomicU64::new(0),
             flags: AtomicU8::new(0),
@@ -86,7 +92,17 @@ impl RunShared {
 
     pub(crate) fn beat(&self) {
         let stamp = self.settings.stamp(Instant::now());
-        self.last_beat.store(stamp, Ordering::Relaxed);
+        if self.last_beat.load(Ordering::Relaxed) != 0 {
+            self.last_beat.store(stamp, Ordering::Relaxed);
+        } else if self.last_beat.swap(stamp, Ordering::Relaxed) == 0 {
+            // The first beat, wherever it comes from (the run, or a task it handed its
+            // context to). The loop may be gone (shutdown): then nobody needs the news.
+            let _ = self.settings.events.send(Message::Progress(RunProgress {
+                id: self.id,
+                alive: true,
+                beaten: true,
+            }));
+        }
     }
 
     /// The stamp of the last heartbeat, `None` before the first one.
@@ -251,7 +267,11 @@ mod tests {
     use super::*;
 
     fn run() -> Arc<RunShared> {
-        Arc::new(RunShared::new(Arc::new(RunSettings {
+        let id = RunId {
+            slot: 0,
+            generation: 1,
+        };
+        Arc::new(RunShared::new(id, Arc::new(RunSettings {
             epoch: Instant::now(),
             heartbeat_interval: Duration::from_millis(100),
             events: tokio::sync::mpsc::unbounded_channel().0,

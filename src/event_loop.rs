@@ -383,7 +383,7 @@ impl EventLoop {
             slot: index as u32,
             generation: slot.generation,
         };
-        let shared = Arc::new(RunShared::new(Arc::clone(&self.settings)));
+        let shared = Arc::new(RunShared::new(id, Arc::clone(&self.settings)));
         let watched = slot.declares_heartbeats;
         let abort = match catch_unwind(AssertUnwindSafe(|| slot.template.make_run())) {
             Ok(task) => self

@@ -1,6 +1,5 @@
 //! One run of a task, wrapped once: the context around it, panics caught with their message,
-//! and the two moments the loop needs to hear about (the run proved alive, the run beat for
-//! the first time), then one report of how the run ended.
+//! the news that the run proved alive, then one report of how the run ended.
 //!
 //! # Invariants
 //!
@@ -8,7 +7,9 @@
 //!    a `Drop` of the run's state, or in the task's own `Drop` becomes [`RunOutcome::Panicked`].
 //! 2. The user's future is dropped before the wrapper returns its [`RunExit`], so when the loop
 //!    sees the exit, nothing of the run is left.
-//! 3. Each run sends at most two progress messages, whatever it does.
+//! 3. Each run sends at most two progress messages, whatever it does: one from its first poll
+//!    (tasks that did not declare heartbeats) and one from its first beat (see
+//!    [`RunShared::beat`]).
 
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -56,7 +57,7 @@ pub(crate) struct RunProgress {
 /// Runs `task` once inside `shared`'s context and reports how it ended.
 ///
 /// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
-/// their first beat rather than their first poll.
+/// their first beat (reported by the beat itself) rather than their first poll.
 pub(crate) async fn supervise(
     id: RunId,
     task: Box<dyn SupervisedTask>,
@@ -71,22 +72,24 @@ pub(crate) async fn supervise(
         result
     };
     let mut future = pin!(Some(Arc::clone(&shared).scope(user_run)));
-    let mut reported_alive = false;
-    let mut reported_beat = false;
+    let mut reported_alive = watched_from_start;
 
     let polled = poll_fn(|cx| {
         let Some(running) = future.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(Ok(())));
         };
         let poll = catch_unwind(AssertUnwindSafe(|| running.poll(cx)));
-        if matches!(poll, Ok(Poll::Pending)) && !(reported_alive && reported_beat) {
-            let beaten = shared.last_beat().is_some();
-            let alive = !watched_from_start || beaten;
-            if (alive && !reported_alive) || (beaten && !reported_beat) {
-                reported_alive |= alive;
-                reported_beat |= beaten;
+        if !reported_alive && matches!(poll, Ok(Poll::Pending)) {
+            // Polled once and still running: alive. A first beat during that poll has
+            // told the loop already.
+            reported_alive = true;
+            if shared.last_beat().is_none() {
                 // The loop may be gone (shutdown): then nobody needs the news.
-                let _ = events.send(Message::Progress(RunProgress { id, alive, beaten }));
+                let _ = events.send(Message::Progress(RunProgress {
+                    id,
+                    alive: true,
+                    beaten: false,
+                }));
             }
         }
         match poll {

@@ -1,0 +1,294 @@
+//! Test tasks and helpers shared by the integration tests.
+#![allow(dead_code)] // Each test file uses a different part.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use task_supervisor::{
+    heartbeat, StatusChange, SupervisedTask, SupervisorHandle, TaskContext, TaskResult,
+    TaskStatus,
+};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// How one run of a [`Scripted`] task behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// Returns `Ok(())` at once.
+    Complete,
+    /// Returns an error at once.
+    Fail,
+    /// Panics at once with the message `"scripted panic"`.
+    Panic,
+    /// Never returns, never beats, never looks at its token.
+    Pend,
+    /// Beats every `every`, `beats` times, then stays silent forever.
+    BeatThenHang { every: Duration, beats: u32 },
+    /// Beats every `every` forever.
+    BeatForever { every: Duration },
+    /// Asks for its token and returns `Ok` `after` it is cancelled.
+    Cooperate { after: Duration },
+    /// Asks for its token and never returns, even when cancelled.
+    IgnoreCancellation,
+    /// Works for `work`, then fails.
+    FailAfter { work: Duration },
+}
+
+/// Counts the live instances of a task's runs, and the most ever live at once.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    pub live: AtomicUsize,
+    pub most: AtomicUsize,
+    pub runs: AtomicUsize,
+    /// When each run's state was dropped, in order.
+    pub dropped_at: Mutex<Vec<Instant>>,
+    /// When each run started, in order.
+    pub started_at: Mutex<Vec<Instant>>,
+}
+
+impl Liveness {
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+    pub fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+    pub fn started_at(&self) -> Vec<Instant> {
+        self.started_at.lock().unwrap().clone()
+    }
+    pub fn dropped_at(&self) -> Vec<Instant> {
+        self.dropped_at.lock().unwrap().clone()
+    }
+}
+
+/// Held by a run for as long as it is alive.
+struct LiveGuard(Arc<Liveness>);
+
+impl LiveGuard {
+    fn enter(liveness: &Arc<Liveness>) -> Self {
+        let now_live = liveness.live.fetch_add(1, Ordering::SeqCst) + 1;
+        liveness.most.fetch_max(now_live, Ordering::SeqCst);
+        liveness.runs.fetch_add(1, Ordering::SeqCst);
+        liveness.started_at.lock().unwrap().push(Instant::now());
+        LiveGuard(Arc::clone(liveness))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.dropped_at.lock().unwrap().push(Instant::now());
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A task whose runs follow a script, one step per run; once the script is used up, every
+/// further run does `then`.
+#[derive(Clone)]
+pub struct Scripted {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    then: Step,
+    pub liveness: Arc<Liveness>,
+    declares_heartbeats: bool,
+}
+
+impl Scripted {
+    pub fn new(script: impl IntoIterator<Item = Step>, then: Step) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into_iter().collect())),
+            then,
+            liveness: Arc::default(),
+            declares_heartbeats: false,
+        }
+    }
+
+    /// Every run does `step`.
+    pub fn always(step: Step) -> Self {
+        Self::new([], step)
+    }
+
+    pub fn declaring_heartbeats(mut self) -> Self {
+        self.declares_heartbeats = true;
+        self
+    }
+}
+
+#[async_trait]
+impl SupervisedTask for Scripted {
+    async fn run(&mut self) -> TaskResult {
+        let _alive = LiveGuard::enter(&self.liveness);
+        let step = self.script.lock().unwrap().pop_front().unwrap_or(self.then);
+        match step {
+            Step::Complete => Ok(()),
+            Step::Fail => Err("scripted failure".into()),
+            Step::Panic => panic!("scripted panic"),
+            Step::Pend => std::future::pending().await,
+            Step::BeatThenHang { every, beats } => {
+                for _ in 0..beats {
+                    assert!(heartbeat(), "inside a supervised run");
+                    tokio::time::sleep(every).await;
+                }
+                std::future::pending().await
+            }
+            Step::BeatForever { every } => loop {
+                heartbeat();
+                tokio::time::sleep(every).await;
+            },
+            Step::Cooperate { after } => {
+                let context = TaskContext::current().expect("inside a supervised run");
+                context.cancellation_token().cancelled().await;
+                tokio::time::sleep(after).await;
+                Ok(())
+            }
+            Step::IgnoreCancellation => {
+                let context = TaskContext::current().expect("inside a supervised run");
+                let _token = context.cancellation_token();
+                std::future::pending().await
+            }
+            Step::FailAfter { work } => {
+                tokio::time::sleep(work).await;
+                Err("failed after working".into())
+            }
+        }
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        self.declares_heartbeats
+    }
+}
+
+/// Collects the status changes of one supervisor as they happen.
+pub struct Changes {
+    receiver: broadcast::Receiver<StatusChange>,
+    pub seen: Vec<(Instant, StatusChange)>,
+}
+
+impl Changes {
+    pub fn watch(handle: &SupervisorHandle) -> Self {
+        Self {
+            receiver: handle.status_changes(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes every change published so far without waiting.
+    pub fn drain(&mut self) -> &[(Instant, StatusChange)] {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(change) => self.seen.push((Instant::now(), change)),
+                Err(broadcast::error::TryRecvError::Empty)
+                | Err(broadcast::error::TryRecvError::Closed) => break,
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    panic!("the test fell {missed} status changes behind")
+                }
+            }
+        }
+        &self.seen
+    }
+
+    /// Waits for the next change of `task` to `to` not yet taken from the stream, and returns
+    /// it with the time it was seen. Changes seen on the way are kept. Panics if the stream ends or 60 s pass first.
+    pub async fn until(&mut self, task: &str, to: TaskStatus) -> (Instant, StatusChange) {
+        let wait = async {
+            loop {
+                match self.receiver.recv().await {
+                    Ok(change) => {
+                        let matched = &*change.task == task && change.to == to;
+                        self.seen.push((Instant::now(), change));
+                        if matched {
+                            return self.seen.last().cloned().unwrap();
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        panic!("the test fell {missed} status changes behind")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        panic!("the supervisor stopped before {task} became {to}")
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{task} did not become {to}"))
+    }
+
+    /// The statuses `task` went through, in order, among the changes seen so far.
+    pub fn sequence(&mut self, task: &str) -> Vec<TaskStatus> {
+        self.drain();
+        self.seen
+            .iter()
+            .filter(|(_, change)| &*change.task == task)
+            .map(|(_, change)| change.to)
+            .collect()
+    }
+
+    /// The changes of `task` seen so far.
+    pub fn of(&mut self, task: &str) -> Vec<(Instant, StatusChange)> {
+        self.drain();
+        self.seen
+            .iter()
+            .filter(|(_, change)| &*change.task == task)
+            .cloned()
+            .collect()
+    }
+
+    /// Checks that every change seen is an edge of the state machine and starts where the
+    /// previous change of the same task ended.
+    pub fn assert_valid_edges(&mut self) {
+        self.drain();
+        let mut last: std::collections::HashMap<Arc<str>, TaskStatus> = Default::default();
+        for (_, change) in &self.seen {
+            let from = last.get(&change.task).copied().unwrap_or(TaskStatus::Created);
+            assert_eq!(change.from, from, "{change:?} does not follow {from}");
+            assert!(
+                change.from.can_change_to(change.to),
+                "{} -> {} is not an edge: {change:?}",
+                change.from,
+                change.to
+            );
+            last.insert(Arc::clone(&change.task), change.to);
+        }
+    }
+}
+
+/// Lets every task that is ready run, without moving the paused clock.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Lets `by` pass on the paused clock. The clock jumps from one timer to the next while every
+/// task waits, so each deadline on the way fires in order, at its own instant.
+pub async fn advance(by: Duration) {
+    tokio::time::sleep(by).await;
+    settle().await;
+}
+
+/// Runs the same test body on a paused current-thread runtime and on a two-worker
+/// multi-thread runtime. Only for tests that do not depend on time passing.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "current_thread", start_paused = true)]
+            async fn current_thread() {
+                $body.await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multi_thread() {
+                $body.await
+            }
+        }
+    };
+}

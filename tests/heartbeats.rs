@@ -1,0 +1,219 @@
+//! Heartbeats: a run that beats and then falls silent is hung, stopped and restarted; a run
+//! that never beats is never stopped for silence.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{advance, settle, Changes, Scripted, Step};
+use task_supervisor::{SupervisorBuilder, TaskStatus};
+use TaskStatus::*;
+
+const MS: Duration = Duration::from_millis(1);
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn builder() -> SupervisorBuilder {
+    SupervisorBuilder::new()
+        .with_timeout_threshold(TIMEOUT)
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_health_check_initial_delay(Duration::from_secs(1))
+        .with_base_restart_delay(Duration::from_secs(1))
+        .with_restart_jitter(0.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_task_is_restarted_after_timeout() {
+    let every = Duration::from_millis(100);
+    let task = Scripted::new([Step::BeatThenHang { every, beats: 3 }], Step::Pend);
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+
+    handle.add_task("hangs", task.clone()).unwrap();
+    let (failed_at, failed) = changes.until("hangs", Failed).await;
+    let (restarted_at, _) = changes.until("hangs", Starting).await;
+
+    // Beats at 0, 100 and 200 ms; silent from then on.
+    let last_beat = start + 2 * every;
+    assert!(failed_at >= last_beat + TIMEOUT, "hung too early: {:?}", failed_at - start);
+    assert!(failed_at <= last_beat + TIMEOUT + MS, "hung too late: {:?}", failed_at - start);
+    assert!(failed.reason.unwrap().contains("hung"));
+    assert_eq!(restarted_at - failed_at, Duration::from_secs(1), "the usual back-off");
+    assert_eq!(task.liveness.dropped_at()[0], failed_at, "the hung run was dropped at once");
+    assert_eq!(
+        changes.sequence("hangs"),
+        [Starting, Healthy, Failed, Starting, Healthy]
+    );
+    assert_eq!(task.liveness.most(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_without_heartbeats_is_never_killed_for_silence() {
+    // A program written before heartbeats existed: it sets a timeout, its task never beats.
+    let task = Scripted::always(Step::Pend);
+    let handle = builder()
+        .with_timeout_threshold(Duration::from_millis(10))
+        .with_heartbeat_interval(Duration::from_millis(1))
+        .with_task("quiet", task.clone())
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    advance(Duration::from_secs(600)).await;
+
+    assert_eq!(task.liveness.runs(), 1);
+    assert_eq!(handle.get_task_status("quiet").await.unwrap(), Some(Healthy));
+    assert_eq!(changes.sequence("quiet"), [Starting, Healthy]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_keeps_beating_stays_healthy() {
+    let task = Scripted::always(Step::BeatForever {
+        every: Duration::from_millis(400),
+    });
+    let handle = builder().with_task("steady", task.clone()).build().run();
+    let mut changes = Changes::watch(&handle);
+
+    advance(Duration::from_secs(120)).await;
+
+    assert_eq!(task.liveness.runs(), 1);
+    assert_eq!(changes.sequence("steady"), [Starting, Healthy]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declared_task_is_starting_until_its_first_beat() {
+    let task = Scripted::new(
+        [Step::BeatThenHang {
+            every: Duration::ZERO,
+            beats: 0,
+        }],
+        Step::BeatForever {
+            every: Duration::from_millis(100),
+        },
+    )
+    .declaring_heartbeats();
+    let handle = builder().with_task("declared", task.clone()).build().run();
+    settle().await;
+
+    // Polled, but no beat yet: not proven alive.
+    assert_eq!(task.liveness.runs(), 1);
+    assert_eq!(handle.get_task_status("declared").await.unwrap(), Some(Starting));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declared_task_that_never_beats_is_hung_after_the_start_up_grace() {
+    let task = Scripted::new(
+        [Step::Pend],
+        Step::BeatForever {
+            every: Duration::from_millis(100),
+        },
+    )
+    .declaring_heartbeats();
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+
+    handle.add_task("mute", task.clone()).unwrap();
+    let (failed_at, _) = changes.until("mute", Failed).await;
+    changes.until("mute", Healthy).await;
+
+    // Initial delay (1 s) plus timeout (500 ms).
+    assert_eq!(failed_at - start, Duration::from_millis(1500));
+    assert_eq!(changes.sequence("mute"), [Starting, Failed, Starting, Healthy]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declared_task_that_beats_late_but_within_the_grace_is_fine() {
+    let task = Scripted::always(Step::BeatForever {
+        every: Duration::from_millis(100),
+    })
+    .declaring_heartbeats();
+    let late_start = Scripted::new([Step::FailAfter { work: Duration::from_millis(1200) }], Step::Pend);
+    let handle = builder()
+        .with_task("beats", task.clone())
+        .with_task("control", late_start)
+        .build()
+        .run();
+
+    advance(Duration::from_secs(10)).await;
+
+    assert_eq!(task.liveness.runs(), 1);
+    assert_eq!(handle.get_task_status("beats").await.unwrap(), Some(Healthy));
+}
+
+#[tokio::test(start_paused = true)]
+async fn detection_is_rounded_up_to_the_health_check_interval() {
+    let every = Duration::from_millis(100);
+    let task = Scripted::new([Step::BeatThenHang { every, beats: 1 }], Step::Pend);
+    let handle = builder()
+        .with_health_check_interval(Duration::from_millis(300))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+
+    handle.add_task("coarse", task).unwrap();
+    let (failed_at, _) = changes.until("coarse", Failed).await;
+
+    // Silent from 0 ms, timeout 500 ms, checked on the 300 ms grid: caught at 600 ms.
+    assert_eq!(failed_at - start, Duration::from_millis(600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_task_uses_up_its_attempts_like_any_failure() {
+    let task = Scripted::always(Step::BeatThenHang {
+        every: Duration::from_millis(10),
+        beats: 1,
+    });
+    let handle = builder()
+        .with_max_restart_attempts(1)
+        .with_task("always-hangs", task.clone())
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    handle.wait().await.unwrap();
+
+    assert_eq!(task.liveness.runs(), 2);
+    assert_eq!(task.liveness.live(), 0);
+    assert_eq!(
+        changes.sequence("always-hangs"),
+        [Starting, Healthy, Failed, Starting, Healthy, Dead]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_from_a_context_moved_to_another_task_count() {
+    use async_trait::async_trait;
+    use task_supervisor::{SupervisedTask, TaskContext, TaskResult};
+
+    #[derive(Clone)]
+    struct Delegates;
+
+    #[async_trait]
+    impl SupervisedTask for Delegates {
+        async fn run(&mut self) -> TaskResult {
+            let context = TaskContext::current().unwrap();
+            let beater = tokio::spawn(async move {
+                loop {
+                    context.heartbeat();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            beater.await?;
+            Ok(())
+        }
+
+        fn sends_heartbeats(&self) -> bool {
+            true
+        }
+    }
+
+    let handle = builder().with_task("delegates", Delegates).build().run();
+    let mut changes = Changes::watch(&handle);
+
+    advance(Duration::from_secs(30)).await;
+
+    assert_eq!(handle.get_task_status("delegates").await.unwrap(), Some(Healthy));
+    assert_eq!(changes.sequence("delegates"), [Starting, Healthy]);
+}

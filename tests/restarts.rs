@@ -1,0 +1,309 @@
+//! Restarts: what each way a run can end leads to, and the back-off between runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{advance, settle, Changes, Scripted, Step};
+use task_supervisor::{SupervisorBuilder, SupervisorError, TaskStatus};
+use TaskStatus::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn builder() -> SupervisorBuilder {
+    SupervisorBuilder::new()
+        .with_restart_jitter(0.0)
+        .with_base_restart_delay(SECOND)
+}
+
+#[tokio::test(start_paused = true)]
+async fn completed_task_is_not_restarted() {
+    let task = Scripted::always(Step::Complete);
+    let handle = builder().with_task("once", task.clone()).build().run();
+    let mut changes = Changes::watch(&handle);
+
+    handle.wait().await.unwrap();
+
+    assert_eq!(changes.sequence("once"), [Starting, Completed]);
+    assert_eq!(task.liveness.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_task_is_restarted_after_the_base_delay_then_doubling_delays() {
+    let task = Scripted::new([Step::Fail, Step::Fail, Step::Fail], Step::Pend);
+    let handle = builder()
+        .with_max_backoff_exponent(5)
+        .with_task("flaky", task.clone())
+        .build()
+        .run();
+
+    settle().await;
+    advance(Duration::from_secs(20)).await;
+
+    let starts = task.liveness.started_at();
+    assert_eq!(starts.len(), 4, "three failures, three restarts");
+    let gaps: Vec<Duration> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert_eq!(gaps, [SECOND, 2 * SECOND, 4 * SECOND], "first restart waits the base delay");
+    assert_eq!(handle.get_task_status("flaky").await.unwrap(), Some(Healthy));
+}
+
+#[tokio::test(start_paused = true)]
+async fn back_off_stops_doubling_at_the_exponent() {
+    let task = Scripted::new([Step::Fail; 5], Step::Pend);
+    let handle = builder()
+        .with_max_backoff_exponent(2)
+        .with_task("capped", task.clone())
+        .build()
+        .run();
+
+    advance(Duration::from_secs(30)).await;
+
+    let starts = task.liveness.started_at();
+    let gaps: Vec<u64> = starts.windows(2).map(|pair| (pair[1] - pair[0]).as_secs()).collect();
+    assert_eq!(gaps, [1, 2, 4, 4, 4]);
+    drop(handle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_sequence_of_a_failing_then_recovering_task() {
+    let task = Scripted::new([Step::Fail], Step::Pend);
+    let handle = builder().with_task("flaky", task.clone()).build().run();
+    let mut changes = Changes::watch(&handle);
+
+    advance(Duration::from_millis(1500)).await;
+
+    // The failing run ends within its first poll, before it could prove alive.
+    assert_eq!(changes.sequence("flaky"), [Starting, Failed, Starting, Healthy]);
+    changes.assert_valid_edges();
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_is_restarted_and_its_message_kept() {
+    let task = Scripted::new([Step::Panic], Step::Pend);
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    handle.add_task("panicky", task.clone()).unwrap();
+    let (_, failed) = changes.until("panicky", Failed).await;
+    changes.until("panicky", Healthy).await;
+
+    let reason = failed.reason.expect("a failure carries its reason");
+    assert!(reason.contains("scripted panic"), "{reason}");
+    assert_eq!(task.liveness.runs(), 2);
+    assert_eq!(changes.sequence("panicky"), [Starting, Failed, Starting, Healthy]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_message_is_the_failure_reason() {
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+
+    handle.add_task("fails", Scripted::always(Step::Fail)).unwrap();
+    let (_, failed) = changes.until("fails", Failed).await;
+
+    assert_eq!(failed.reason.as_deref(), Some("scripted failure"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_attempts_make_the_task_dead() {
+    let task = Scripted::always(Step::Fail);
+    let handle = builder()
+        .with_max_restart_attempts(2)
+        .with_task("doomed", task.clone())
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    // The supervisor stops by itself once its only task is dead.
+    handle.wait().await.unwrap();
+
+    assert_eq!(
+        changes.sequence("doomed"),
+        [Starting, Failed, Starting, Failed, Starting, Dead],
+        "two restarts, then dead"
+    );
+    assert_eq!(task.liveness.runs(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_restart_attempts_make_the_first_failure_final() {
+    let task = Scripted::always(Step::Panic);
+    let handle = builder()
+        .with_max_restart_attempts(0)
+        .with_task("fragile", task.clone())
+        .build()
+        .run();
+
+    handle.wait().await.unwrap();
+
+    assert_eq!(task.liveness.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unlimited_restarts_never_give_up() {
+    let task = Scripted::always(Step::Fail);
+    let handle = builder()
+        .with_unlimited_restarts()
+        .with_max_backoff_exponent(0)
+        .with_task("stubborn", task.clone())
+        .build()
+        .run();
+
+    advance(Duration::from_secs(100)).await;
+
+    assert!(task.liveness.runs() >= 100, "{} runs", task.liveness.runs());
+    assert_eq!(handle.get_task_status("stubborn").await.unwrap(), Some(Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_base_delay_restarts_without_waiting_for_the_timer() {
+    let task = Scripted::new([Step::Fail; 50], Step::Pend);
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_max_restart_attempts(100)
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+
+    handle.add_task("quick", task.clone()).unwrap();
+    changes.until("quick", Healthy).await;
+
+    assert_eq!(task.liveness.runs(), 51);
+    // On the paused clock, time moves only when every task waits on the timer: 50 restarts
+    // that never touched it took no time at all.
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_stable_long_enough_gets_its_attempts_back() {
+    // Each run works for 10 s, then fails. Stable after 5 s: the count resets every time,
+    // so the task never runs out of its single attempt.
+    let task = Scripted::always(Step::FailAfter {
+        work: Duration::from_secs(10),
+    });
+    let handle = builder()
+        .with_max_restart_attempts(1)
+        .with_task_being_stable_after(Duration::from_secs(5))
+        .with_task("steady", task.clone())
+        .build()
+        .run();
+
+    advance(Duration::from_secs(60)).await;
+
+    assert!(task.liveness.runs() >= 5, "{} runs", task.liveness.runs());
+    assert_ne!(handle.get_task_status("steady").await.unwrap(), Some(Dead));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_never_stable_long_enough_uses_up_its_attempts() {
+    let task = Scripted::always(Step::FailAfter {
+        work: Duration::from_secs(1),
+    });
+    let handle = builder()
+        .with_max_restart_attempts(2)
+        .with_task_being_stable_after(Duration::from_secs(5))
+        .with_task("shaky", task.clone())
+        .build()
+        .run();
+
+    handle.wait().await.unwrap();
+
+    assert_eq!(task.liveness.runs(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_lengthens_delays_by_at_most_its_fraction() {
+    let task = Scripted::new([Step::Fail; 6], Step::Pend);
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(SECOND)
+        .with_max_backoff_exponent(0)
+        .with_max_restart_attempts(10)
+        .with_restart_jitter(0.5)
+        .with_jitter_seed(7)
+        .with_task("jittery", task.clone())
+        .build()
+        .run();
+
+    advance(Duration::from_secs(20)).await;
+
+    let starts = task.liveness.started_at();
+    assert_eq!(starts.len(), 7);
+    let gaps: Vec<Duration> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    for gap in &gaps {
+        // Deadlines are kept at millisecond precision, rounded up.
+        assert!(*gap >= SECOND && *gap <= SECOND * 3 / 2 + Duration::from_millis(1), "{gap:?}");
+    }
+    let distinct: std::collections::HashSet<_> = gaps.iter().collect();
+    assert!(distinct.len() > 1, "jitter spreads delays: {gaps:?}");
+    drop(handle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_that_fail_together_restart_apart() {
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(SECOND)
+        .with_restart_jitter(0.2)
+        .build()
+        .run();
+    let tasks: Vec<Scripted> = (0..20)
+        .map(|_| Scripted::new([Step::Fail], Step::Pend))
+        .collect();
+    for (index, task) in tasks.iter().enumerate() {
+        handle.add_task(&format!("t{index}"), task.clone()).unwrap();
+    }
+
+    advance(Duration::from_secs(2)).await;
+
+    let restarts: std::collections::HashSet<_> = tasks
+        .iter()
+        .map(|task| task.liveness.started_at()[1])
+        .collect();
+    assert!(restarts.len() > 5, "only {} distinct restart instants", restarts.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn reaching_the_dead_tasks_threshold_stops_the_supervisor_with_an_error() {
+    let healthy = Scripted::always(Step::Pend);
+    let handle = builder()
+        .with_max_restart_attempts(0)
+        .with_dead_tasks_threshold(Some(0.5))
+        .with_task("dies", Scripted::always(Step::Fail))
+        .with_task("lives", healthy.clone())
+        .build()
+        .run();
+
+    let result = handle.wait().await;
+
+    assert_eq!(
+        result,
+        Err(SupervisorError::TooManyDeadTasks {
+            dead: 1,
+            total: 2,
+            threshold: 0.5
+        })
+    );
+    assert_eq!(healthy.liveness.live(), 0, "the healthy task was stopped");
+    assert!(handle.add_task("late", Scripted::always(Step::Pend)).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_tasks_do_not_count_towards_the_dead_tasks_threshold() {
+    let handle = builder()
+        .with_dead_tasks_threshold(Some(0.5))
+        .with_task("a", Scripted::always(Step::Pend))
+        .with_task("b", Scripted::always(Step::Pend))
+        .build()
+        .run();
+    settle().await;
+
+    handle.kill_task("a").unwrap();
+    advance(SECOND).await;
+
+    assert!(handle.is_running());
+    assert_eq!(handle.get_task_status("a").await.unwrap(), Some(Dead));
+    assert_eq!(handle.get_task_status("b").await.unwrap(), Some(Healthy));
+}
