@@ -131,7 +131,10 @@ mod tests {
         let draws: Vec<f64> = (0..10_000).map(|_| source.next_unit()).collect();
         assert!(draws.iter().all(|unit| (0.0..1.0).contains(unit)));
         let below_half = draws.iter().filter(|unit| **unit < 0.5).count();
-        assert!((4_500..5_500).contains(&below_half), "{below_half} of 10000 below 0.5");
+        assert!(
+            (4_500..5_500).contains(&below_half),
+            "{below_half} of 10000 below 0.5"
+        );
     }
 
     #[test]

@@ -193,7 +193,8 @@ impl SupervisorBuilder {
     /// [`try_build`](Self::try_build) to have such settings reported instead.
     pub fn build(self) -> Supervisor {
         let mut by_name: HashMap<String, usize> = HashMap::with_capacity(self.tasks.len());
-        let mut tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)> = Vec::with_capacity(self.tasks.len());
+        let mut tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)> =
+            Vec::with_capacity(self.tasks.len());
         for (name, task) in self.tasks {
             match by_name.get(&name) {
                 Some(&index) => tasks[index].1 = task,

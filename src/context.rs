@@ -271,11 +271,14 @@ mod tests {
             slot: 0,
             generation: 1,
         };
-        Arc::new(RunShared::new(id, Arc::new(RunSettings {
-            epoch: Instant::now(),
-            heartbeat_interval: Duration::from_millis(100),
-            events: tokio::sync::mpsc::unbounded_channel().0,
-        })))
+        Arc::new(RunShared::new(
+            id,
+            Arc::new(RunSettings {
+                epoch: Instant::now(),
+                heartbeat_interval: Duration::from_millis(100),
+                events: tokio::sync::mpsc::unbounded_channel().0,
+            }),
+        ))
     }
 
     #[tokio::test]
@@ -288,9 +291,7 @@ mod tests {
     async fn heartbeat_inside_a_run_stores_the_time() {
         let shared = run();
         tokio::time::advance(Duration::from_millis(5)).await;
-        let beat = Arc::clone(&shared)
-            .scope(async { heartbeat() })
-            .await;
+        let beat = Arc::clone(&shared).scope(async { heartbeat() }).await;
         assert!(beat);
         let stamp = shared.last_beat().expect("a beat was stored");
         assert_eq!(

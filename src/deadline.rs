@@ -25,9 +25,7 @@ pub(crate) fn tick_at(epoch: Instant, instant: Instant, granularity: u64) -> Tic
     let nanos = instant.saturating_duration_since(epoch).as_nanos();
     let millis = u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(Tick::MAX);
     let granularity = granularity.max(1);
-    millis
-        .div_ceil(granularity)
-        .saturating_mul(granularity)
+    millis.div_ceil(granularity).saturating_mul(granularity)
 }
 
 /// The instant a tick starts, or `None` when it is too far away for the clock.
@@ -95,7 +93,11 @@ mod tests {
         assert_eq!(tick_at(epoch, at(7), 5), 10);
         assert_eq!(tick_at(epoch, at(10), 5), 10);
         assert_eq!(tick_at(epoch, epoch + Duration::from_micros(7_001), 1), 8);
-        assert_eq!(tick_at(epoch, at(3), 0), 3, "zero granularity means one millisecond");
+        assert_eq!(
+            tick_at(epoch, at(3), 0),
+            3,
+            "zero granularity means one millisecond"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub(crate) enum Message {
     Progress(RunProgress),
 }
 
+/// A task the supervisor was built with: its name, its registry entry and its template.
+pub(crate) type InitialTask = (Arc<str>, Arc<TaskEntry>, Box<dyn TaskTemplate>);
+
 /// What to do when the live run's exit arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterExit {
@@ -171,7 +174,7 @@ impl EventLoop {
         config: Config,
         shared: Arc<Shared>,
         receiver: UnboundedReceiver<Message>,
-        tasks: Vec<(Arc<str>, Arc<TaskEntry>, Box<dyn TaskTemplate>)>,
+        tasks: Vec<InitialTask>,
     ) -> Self {
         let settings = Arc::new(RunSettings {
             epoch: Instant::now(),
@@ -305,7 +308,10 @@ impl EventLoop {
         if index < self.slots.len() {
             Some(index)
         } else {
-            tracing::error!(id, "command for an unknown task id; this is a bug in task-supervisor");
+            tracing::error!(
+                id,
+                "command for an unknown task id; this is a bug in task-supervisor"
+            );
             None
         }
     }
@@ -678,7 +684,12 @@ impl EventLoop {
         let total = self.slots.len();
         let dead = self.dead_of_failure;
         if dead > 0 && dead as f64 >= threshold * total as f64 {
-            tracing::error!(dead, total, threshold, "too many dead tasks; the supervisor stops");
+            tracing::error!(
+                dead,
+                total,
+                threshold,
+                "too many dead tasks; the supervisor stops"
+            );
             let _ = self.shared.registry.close(|| Ok(()));
             self.begin_ending(Err(SupervisorError::TooManyDeadTasks {
                 dead,
@@ -731,7 +742,10 @@ impl EventLoop {
         if from == to {
             return;
         }
-        debug_assert!(from.can_change_to(to), "{from} -> {to} is not an edge (invariant 3)");
+        debug_assert!(
+            from.can_change_to(to),
+            "{from} -> {to} is not an edge (invariant 3)"
+        );
         slot.status = to;
         slot.entry.publish(to);
         if from.is_final() {

@@ -134,9 +134,9 @@ impl SupervisorHandle {
     /// stopped.
     pub fn restart(&self, name: &str) -> Result<(), SupervisorHandleError> {
         let shared = self.shared();
-        shared
-            .registry
-            .command(name, |entry| send(shared, Message::Restart { id: entry.id }))
+        shared.registry.command(name, |entry| {
+            send(shared, Message::Restart { id: entry.id })
+        })
     }
 
     /// Kills the task `name` for good: its run is stopped (cancellation, then the grace period,

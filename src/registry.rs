@@ -116,9 +116,7 @@ impl Registry {
             .map_err(|_| SupervisorHandleError::SupervisorStopped)?;
         let name: Arc<str> = Arc::from(name);
         let entry = Arc::new(TaskEntry::new(id));
-        inner
-            .by_name
-            .insert(Arc::clone(&name), Arc::clone(&entry));
+        inner.by_name.insert(Arc::clone(&name), Arc::clone(&entry));
         if let Err(error) = send(Arc::clone(&name), entry) {
             inner.by_name.remove(&name);
             return Err(error);
@@ -260,16 +258,28 @@ mod tests {
         let registry = Registry::new();
         registry.add("a", ok).unwrap();
         registry.close(|| Ok(())).unwrap();
-        assert_eq!(registry.close(|| Ok(())), Err(SupervisorHandleError::SupervisorStopped));
-        assert_eq!(registry.add("b", ok), Err(SupervisorHandleError::SupervisorStopped));
+        assert_eq!(
+            registry.close(|| Ok(())),
+            Err(SupervisorHandleError::SupervisorStopped)
+        );
+        assert_eq!(
+            registry.add("b", ok),
+            Err(SupervisorHandleError::SupervisorStopped)
+        );
         assert_eq!(
             registry.command("a", |_| Ok(())),
             Err(SupervisorHandleError::SupervisorStopped)
         );
         assert_eq!(registry.status("a"), Ok(Some(TaskStatus::Created)));
         registry.mark_stopped();
-        assert_eq!(registry.status("a"), Err(SupervisorHandleError::SupervisorStopped));
-        assert_eq!(registry.statuses(), Err(SupervisorHandleError::SupervisorStopped));
+        assert_eq!(
+            registry.status("a"),
+            Err(SupervisorHandleError::SupervisorStopped)
+        );
+        assert_eq!(
+            registry.statuses(),
+            Err(SupervisorHandleError::SupervisorStopped)
+        );
     }
 
     #[test]

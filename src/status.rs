@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn nothing_returns_to_created() {
         for from in TaskStatus::ALL {
-            assert!(!from.can_change_to(TaskStatus::Created), "{from} -> created");
+            assert!(
+                !from.can_change_to(TaskStatus::Created),
+                "{from} -> created"
+            );
         }
     }
 }

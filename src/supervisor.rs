@@ -89,7 +89,10 @@ impl Supervisor {
 impl fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
-            .field("tasks", &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
             .field("config", &self.config)
             .finish()
     }

@@ -35,11 +35,27 @@ async fn hung_task_is_restarted_after_timeout() {
 
     // Beats at 0, 100 and 200 ms; silent from then on.
     let last_beat = start + 2 * every;
-    assert!(failed_at >= last_beat + TIMEOUT, "hung too early: {:?}", failed_at - start);
-    assert!(failed_at <= last_beat + TIMEOUT + MS, "hung too late: {:?}", failed_at - start);
+    assert!(
+        failed_at >= last_beat + TIMEOUT,
+        "hung too early: {:?}",
+        failed_at - start
+    );
+    assert!(
+        failed_at <= last_beat + TIMEOUT + MS,
+        "hung too late: {:?}",
+        failed_at - start
+    );
     assert!(failed.reason.unwrap().contains("hung"));
-    assert_eq!(restarted_at - failed_at, Duration::from_secs(1), "the usual back-off");
-    assert_eq!(task.liveness.dropped_at()[0], failed_at, "the hung run was dropped at once");
+    assert_eq!(
+        restarted_at - failed_at,
+        Duration::from_secs(1),
+        "the usual back-off"
+    );
+    assert_eq!(
+        task.liveness.dropped_at()[0],
+        failed_at,
+        "the hung run was dropped at once"
+    );
     assert_eq!(
         changes.sequence("hangs"),
         [Starting, Healthy, Failed, Starting, Healthy]
@@ -62,7 +78,10 @@ async fn a_task_without_heartbeats_is_never_killed_for_silence() {
     advance(Duration::from_secs(600)).await;
 
     assert_eq!(task.liveness.runs(), 1);
-    assert_eq!(handle.get_task_status("quiet").await.unwrap(), Some(Healthy));
+    assert_eq!(
+        handle.get_task_status("quiet").await.unwrap(),
+        Some(Healthy)
+    );
     assert_eq!(changes.sequence("quiet"), [Starting, Healthy]);
 }
 
@@ -97,7 +116,10 @@ async fn a_declared_task_is_starting_until_its_first_beat() {
 
     // Polled, but no beat yet: not proven alive.
     assert_eq!(task.liveness.runs(), 1);
-    assert_eq!(handle.get_task_status("declared").await.unwrap(), Some(Starting));
+    assert_eq!(
+        handle.get_task_status("declared").await.unwrap(),
+        Some(Starting)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -119,7 +141,10 @@ async fn a_declared_task_that_never_beats_is_hung_after_the_start_up_grace() {
 
     // Initial delay (1 s) plus timeout (500 ms).
     assert_eq!(failed_at - start, Duration::from_millis(1500));
-    assert_eq!(changes.sequence("mute"), [Starting, Failed, Starting, Healthy]);
+    assert_eq!(
+        changes.sequence("mute"),
+        [Starting, Failed, Starting, Healthy]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,7 +153,12 @@ async fn a_declared_task_that_beats_late_but_within_the_grace_is_fine() {
         every: Duration::from_millis(100),
     })
     .declaring_heartbeats();
-    let late_start = Scripted::new([Step::FailAfter { work: Duration::from_millis(1200) }], Step::Pend);
+    let late_start = Scripted::new(
+        [Step::FailAfter {
+            work: Duration::from_millis(1200),
+        }],
+        Step::Pend,
+    );
     let handle = builder()
         .with_task("beats", task.clone())
         .with_task("control", late_start)
@@ -138,7 +168,10 @@ async fn a_declared_task_that_beats_late_but_within_the_grace_is_fine() {
     advance(Duration::from_secs(10)).await;
 
     assert_eq!(task.liveness.runs(), 1);
-    assert_eq!(handle.get_task_status("beats").await.unwrap(), Some(Healthy));
+    assert_eq!(
+        handle.get_task_status("beats").await.unwrap(),
+        Some(Healthy)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -214,6 +247,9 @@ async fn heartbeats_from_a_context_moved_to_another_task_count() {
 
     advance(Duration::from_secs(30)).await;
 
-    assert_eq!(handle.get_task_status("delegates").await.unwrap(), Some(Healthy));
+    assert_eq!(
+        handle.get_task_status("delegates").await.unwrap(),
+        Some(Healthy)
+    );
     assert_eq!(changes.sequence("delegates"), [Starting, Healthy]);
 }

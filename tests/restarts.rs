@@ -43,8 +43,15 @@ async fn failing_task_is_restarted_after_the_base_delay_then_doubling_delays() {
     let starts = task.liveness.started_at();
     assert_eq!(starts.len(), 4, "three failures, three restarts");
     let gaps: Vec<Duration> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
-    assert_eq!(gaps, [SECOND, 2 * SECOND, 4 * SECOND], "first restart waits the base delay");
-    assert_eq!(handle.get_task_status("flaky").await.unwrap(), Some(Healthy));
+    assert_eq!(
+        gaps,
+        [SECOND, 2 * SECOND, 4 * SECOND],
+        "first restart waits the base delay"
+    );
+    assert_eq!(
+        handle.get_task_status("flaky").await.unwrap(),
+        Some(Healthy)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -59,7 +66,10 @@ async fn back_off_stops_doubling_at_the_exponent() {
     advance(Duration::from_secs(30)).await;
 
     let starts = task.liveness.started_at();
-    let gaps: Vec<u64> = starts.windows(2).map(|pair| (pair[1] - pair[0]).as_secs()).collect();
+    let gaps: Vec<u64> = starts
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).as_secs())
+        .collect();
     assert_eq!(gaps, [1, 2, 4, 4, 4]);
     drop(handle);
 }
@@ -73,7 +83,10 @@ async fn status_sequence_of_a_failing_then_recovering_task() {
     advance(Duration::from_millis(1500)).await;
 
     // The failing run ends within its first poll, before it could prove alive.
-    assert_eq!(changes.sequence("flaky"), [Starting, Failed, Starting, Healthy]);
+    assert_eq!(
+        changes.sequence("flaky"),
+        [Starting, Failed, Starting, Healthy]
+    );
     changes.assert_valid_edges();
 }
 
@@ -93,7 +106,10 @@ async fn panic_is_restarted_and_its_message_kept() {
     let reason = failed.reason.expect("a failure carries its reason");
     assert!(reason.contains("scripted panic"), "{reason}");
     assert_eq!(task.liveness.runs(), 2);
-    assert_eq!(changes.sequence("panicky"), [Starting, Failed, Starting, Healthy]);
+    assert_eq!(
+        changes.sequence("panicky"),
+        [Starting, Failed, Starting, Healthy]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -101,7 +117,9 @@ async fn error_message_is_the_failure_reason() {
     let handle = builder().build().run();
     let mut changes = Changes::watch(&handle);
 
-    handle.add_task("fails", Scripted::always(Step::Fail)).unwrap();
+    handle
+        .add_task("fails", Scripted::always(Step::Fail))
+        .unwrap();
     let (_, failed) = changes.until("fails", Failed).await;
 
     assert_eq!(failed.reason.as_deref(), Some("scripted failure"));
@@ -155,7 +173,10 @@ async fn unlimited_restarts_never_give_up() {
     advance(Duration::from_secs(100)).await;
 
     assert!(task.liveness.runs() >= 100, "{} runs", task.liveness.runs());
-    assert_eq!(handle.get_task_status("stubborn").await.unwrap(), Some(Failed));
+    assert_eq!(
+        handle.get_task_status("stubborn").await.unwrap(),
+        Some(Failed)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,7 +256,10 @@ async fn jitter_lengthens_delays_by_at_most_its_fraction() {
     let gaps: Vec<Duration> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
     for gap in &gaps {
         // Deadlines are kept at millisecond precision, rounded up.
-        assert!(*gap >= SECOND && *gap <= SECOND * 3 / 2 + Duration::from_millis(1), "{gap:?}");
+        assert!(
+            *gap >= SECOND && *gap <= SECOND * 3 / 2 + Duration::from_millis(1),
+            "{gap:?}"
+        );
     }
     let distinct: std::collections::HashSet<_> = gaps.iter().collect();
     assert!(distinct.len() > 1, "jitter spreads delays: {gaps:?}");
@@ -262,7 +286,11 @@ async fn tasks_that_fail_together_restart_apart() {
         .iter()
         .map(|task| task.liveness.started_at()[1])
         .collect();
-    assert!(restarts.len() > 5, "only {} distinct restart instants", restarts.len());
+    assert!(
+        restarts.len() > 5,
+        "only {} distinct restart instants",
+        restarts.len()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,7 +315,9 @@ async fn reaching_the_dead_tasks_threshold_stops_the_supervisor_with_an_error() 
         })
     );
     assert_eq!(healthy.liveness.live(), 0, "the healthy task was stopped");
-    assert!(handle.add_task("late", Scripted::always(Step::Pend)).is_err());
+    assert!(handle
+        .add_task("late", Scripted::always(Step::Pend))
+        .is_err());
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use task_supervisor::{
-    heartbeat, StatusChange, SupervisedTask, SupervisorHandle, TaskContext, TaskResult,
-    TaskStatus,
+    heartbeat, StatusChange, SupervisedTask, SupervisorHandle, TaskContext, TaskResult, TaskStatus,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -244,7 +243,10 @@ impl Changes {
         self.drain();
         let mut last: std::collections::HashMap<Arc<str>, TaskStatus> = Default::default();
         for (_, change) in &self.seen {
-            let from = last.get(&change.task).copied().unwrap_or(TaskStatus::Created);
+            let from = last
+                .get(&change.task)
+                .copied()
+                .unwrap_or(TaskStatus::Created);
             assert_eq!(change.from, from, "{change:?} does not follow {from}");
             assert!(
                 change.from.can_change_to(change.to),
@@ -269,6 +271,19 @@ pub async fn settle() {
 pub async fn advance(by: Duration) {
     tokio::time::sleep(by).await;
     settle().await;
+}
+
+/// Waits until `condition` holds, checking after every millisecond (of paused or real time);
+/// panics after 60 s.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("never happened: {what}"));
 }
 
 /// Runs the same test body on a paused current-thread runtime and on a two-worker
