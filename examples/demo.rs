@@ -1,0 +1,154 @@
+//! A 15-second tour: tasks that complete, fail, panic and hang, with a status table every
+//! second. Run it with `cargo run --example demo`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use task_supervisor::{
+    async_trait, heartbeat, SupervisedTask, SupervisorBuilder, TaskContext, TaskResult,
+};
+
+/// What a demo task does on each run.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Works for a while, then returns `Ok(())`.
+    Completes(Duration),
+    /// Works for a while, then returns an error.
+    Fails(Duration),
+    /// Works for a while, then panics.
+    Panics(Duration),
+    /// Beats for a while, then stops beating without returning.
+    Hangs(Duration),
+    /// Beats forever and finishes cleanly when cancelled.
+    Serves,
+}
+
+#[derive(Clone)]
+struct DemoTask {
+    behaviour: Behaviour,
+    /// Shared by all runs: how many times the task has been started.
+    runs: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl SupervisedTask for DemoTask {
+    async fn run(&mut self) -> TaskResult {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let context = TaskContext::current().expect("run by the supervisor");
+        let beat_every = context.heartbeat_interval();
+        match self.behaviour {
+            Behaviour::Completes(work) => {
+                tokio::time::sleep(work).await;
+                Ok(())
+            }
+            Behaviour::Fails(work) => {
+                tokio::time::sleep(work).await;
+                Err("the database went away".into())
+            }
+            Behaviour::Panics(work) => {
+                tokio::time::sleep(work).await;
+                panic!("index out of bounds, as it happens");
+            }
+            Behaviour::Hangs(work) => {
+                let until = tokio::time::Instant::now() + work;
+                while tokio::time::Instant::now() < until {
+                    heartbeat();
+                    tokio::time::sleep(beat_every).await;
+                }
+                // Stuck: no more beats, never returns.
+                std::future::pending().await
+            }
+            Behaviour::Serves => {
+                let stop = context.cancellation_token();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(beat_every) => heartbeat(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        matches!(self.behaviour, Behaviour::Hangs(_) | Behaviour::Serves)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let second = Duration::from_secs(1);
+    let tasks = [
+        ("completes", Behaviour::Completes(3 * second)),
+        ("fails", Behaviour::Fails(second)),
+        ("panics", Behaviour::Panics(2 * second)),
+        ("hangs", Behaviour::Hangs(2 * second)),
+        ("serves", Behaviour::Serves),
+    ];
+    let mut runs = BTreeMap::new();
+    let mut builder = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::from_millis(500))
+        .with_max_restart_attempts(3)
+        .with_timeout_threshold(second)
+        .with_heartbeat_interval(Duration::from_millis(200))
+        .with_health_check_initial_delay(second)
+        .with_grace_period(second);
+    for (name, behaviour) in tasks {
+        let counter = Arc::new(AtomicU32::new(0));
+        runs.insert(name, Arc::clone(&counter));
+        builder = builder.with_task(
+            name,
+            DemoTask {
+                behaviour,
+                runs: counter,
+            },
+        );
+    }
+    // Panics are caught and reported by the supervisor; keep the terminal readable.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("a panic");
+        eprintln!("          (a run panicked: {message})");
+    }));
+    let handle = builder.build().run();
+
+    println!("Five tasks: one completes, one fails, one panics, one hangs, one serves.");
+    println!("Each failing task is restarted after 0.5 s, 1 s, 2 s, then it is dead.\n");
+    for elapsed in 1..=15u32 {
+        tokio::time::sleep(second).await;
+        match elapsed {
+            6 => {
+                println!("-- restart `completes`: a completed task runs again");
+                handle.restart("completes")?;
+            }
+            11 => {
+                println!("-- kill `serves`: it gets its cancellation and finishes cleanly");
+                handle.kill_task("serves")?;
+            }
+            _ => {}
+        }
+        let Ok(statuses) = handle.get_all_task_statuses().await else {
+            println!("\nEvery task has completed or died, so the supervisor stopped by itself.");
+            break;
+        };
+        let row: Vec<String> = runs
+            .iter()
+            .map(|(name, counter)| {
+                let status = statuses
+                    .get(*name)
+                    .map_or("?".to_owned(), ToString::to_string);
+                format!("{name:>9}: {status:<9} ({} runs)", counter.load(Ordering::Relaxed))
+            })
+            .collect();
+        println!("t={elapsed:>2}s {}", row.join(" "));
+    }
+
+    if handle.is_running() {
+        println!("\nShutting down.");
+        handle.shutdown()?;
+    }
+    handle.wait().await?;
+    println!("Every run has ended.");
+    Ok(())
+}
