@@ -138,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let status = statuses
                     .get(*name)
                     .map_or("?".to_owned(), ToString::to_string);
-                format!("{name:>9}: {status:<9} ({} runs)", counter.load(Ordering::Relaxed))
+                format!(
+                    "{name:>9}: {status:<9} ({} runs)",
+                    counter.load(Ordering::Relaxed)
+                )
             })
             .collect();
         println!("t={elapsed:>2}s {}", row.join(" "));
