@@ -337,3 +337,39 @@ async fn killed_tasks_do_not_count_towards_the_dead_tasks_threshold() {
     assert_eq!(handle.get_task_status("a").await.unwrap(), Some(Dead));
     assert_eq!(handle.get_task_status("b").await.unwrap(), Some(Healthy));
 }
+
+// The same behaviours with zero back-off, which need no clock, on both runtimes.
+
+async fn panic_restart_and_exhaustion_without_back_off() {
+    let task = Scripted::new([Step::Panic, Step::Fail, Step::Panic], Step::Fail);
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_max_restart_attempts(3)
+        .build()
+        .run();
+    // Subscribe before anything happens: on worker threads the loop does not wait for us.
+    let mut changes = Changes::watch(&handle);
+    handle.add_task("zero", task.clone()).unwrap();
+    handle.add_task("done", Scripted::always(Step::Complete)).unwrap();
+
+    handle.wait().await.unwrap();
+
+    assert_eq!(task.liveness.runs(), 4);
+    assert_eq!(task.liveness.most(), 1);
+    let reasons: Vec<String> = changes
+        .of("zero")
+        .into_iter()
+        .filter_map(|(_, change)| change.reason.map(|reason| reason.to_string()))
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[0].contains("scripted panic"), "{reasons:?}");
+    assert_eq!(reasons[1], "scripted failure");
+    assert_eq!(changes.sequence("zero").last(), Some(&Dead));
+    assert_eq!(changes.sequence("done").last(), Some(&Completed));
+    changes.assert_valid_edges();
+}
+
+on_both_runtimes!(
+    zero_back_off_panics_and_exhaustion,
+    panic_restart_and_exhaustion_without_back_off()
+);
