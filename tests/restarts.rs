@@ -349,9 +349,14 @@ async fn panic_restart_and_exhaustion_without_back_off() {
         .run();
     // Subscribe before anything happens: on worker threads the loop does not wait for us.
     let mut changes = Changes::watch(&handle);
+    // Keeps the supervisor up until the test is done with it.
+    handle.add_task("keeper", Scripted::always(Step::Pend)).unwrap();
     handle.add_task("zero", task.clone()).unwrap();
     handle.add_task("done", Scripted::always(Step::Complete)).unwrap();
 
+    changes.until("zero", Dead).await;
+    changes.until("done", Completed).await;
+    handle.shutdown().unwrap();
     handle.wait().await.unwrap();
 
     assert_eq!(task.liveness.runs(), 4);
