@@ -108,7 +108,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Panics are caught and reported by the supervisor; keep the terminal readable.
     std::panic::set_hook(Box::new(|info| {
-        let message = info.payload_as_str().unwrap_or("a panic");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
         eprintln!("          (a run panicked: {message})");
     }));
     let handle = builder.build().run();

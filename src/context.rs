@@ -19,8 +19,7 @@
 //! `COOPERATIVE`, and each side reads the other's flag from the same read-modify-write, so
 //! whichever side comes second cancels the token.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event_loop::Message;
 use crate::run::{RunId, RunProgress};
+use crate::sync::{AtomicU64, AtomicU8, OnceLock, Ordering};
 
 tokio::task_local! {
     static CURRENT_RUN: Arc<RunShared>;
@@ -151,9 +151,9 @@ impl RunShared {
 
 /// Sends a heartbeat for the run this code is part of.
 ///
-/// This is the cheapest way to beat: one clock read and one atomic store. It returns `false`,
-/// and does nothing, when called outside a supervised run (including from a task the run
-/// spawned: take a [`TaskContext`] along for that).
+/// This is the cheapest way to beat: one clock read and one atomic store. Called outside a
+/// supervised run (including from a task the run spawned: take a [`TaskContext`] along for
+/// that), it does nothing; [`TaskContext::current`] tells whether there is a run to beat for.
 ///
 /// # Examples
 ///
@@ -179,8 +179,8 @@ impl RunShared {
 ///     }
 /// }
 /// ```
-pub fn heartbeat() -> bool {
-    CURRENT_RUN.try_with(|run| run.beat()).is_ok()
+pub fn heartbeat() {
+    let _outside_a_run = CURRENT_RUN.try_with(|run| run.beat());
 }
 
 /// A run's link to its supervisor: heartbeats and cancellation.
@@ -262,6 +262,76 @@ impl TaskContext {
     }
 }
 
+/// One run's shared state, for the `loom` model checks in `tests/loom.rs` (built with
+/// `--cfg loom` only; not part of the public API).
+#[cfg(loom)]
+#[doc(hidden)]
+pub struct LoomRun {
+    shared: Arc<RunShared>,
+    events: std::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Message>>,
+}
+
+#[cfg(loom)]
+impl LoomRun {
+    /// A run of slot 0, generation 1, whose progress messages [`Self::progress_messages`]
+    /// counts.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let settings = Arc::new(RunSettings {
+            epoch: Instant::now(),
+            heartbeat_interval: Duration::from_millis(100),
+            events: sender,
+        });
+        let id = RunId {
+            slot: 0,
+            generation: 1,
+        };
+        Self {
+            shared: Arc::new(RunShared::new(id, settings)),
+            events: std::sync::Mutex::new(receiver),
+        }
+    }
+
+    /// [`RunShared::beat`], as a run's heartbeat calls it.
+    pub fn beat(&self) {
+        self.shared.beat();
+    }
+
+    /// [`RunShared::last_beat`], as the loop's heartbeat check reads it.
+    pub fn last_beat(&self) -> Option<u64> {
+        self.shared.last_beat()
+    }
+
+    /// [`RunShared::token`], as [`TaskContext::cancellation_token`] calls it.
+    pub fn token(&self) -> CancellationToken {
+        self.shared.token()
+    }
+
+    /// [`RunShared::is_stop_requested`], as [`TaskContext::is_cancelled`] calls it.
+    pub fn is_stop_requested(&self) -> bool {
+        self.shared.is_stop_requested()
+    }
+
+    /// [`RunShared::request_stop`], as the loop calls it.
+    pub fn request_stop(&self) -> bool {
+        self.shared.request_stop()
+    }
+
+    /// How many progress messages the run has sent to the loop since the last call.
+    pub fn progress_messages(&self) -> usize {
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut count = 0;
+        while events.try_recv().is_ok() {
+            count += 1;
+        }
+        count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeat_outside_a_run_does_nothing() {
-        assert!(!heartbeat());
+        heartbeat();
         assert!(TaskContext::current().is_none());
     }
 
@@ -291,8 +361,13 @@ mod tests {
     async fn heartbeat_inside_a_run_stores_the_time() {
         let shared = run();
         tokio::time::advance(Duration::from_millis(5)).await;
-        let beat = Arc::clone(&shared).scope(async { heartbeat() }).await;
-        assert!(beat);
+        let inside = Arc::clone(&shared)
+            .scope(async {
+                heartbeat();
+                TaskContext::current().is_some()
+            })
+            .await;
+        assert!(inside);
         let stamp = shared.last_beat().expect("a beat was stored");
         assert_eq!(
             shared.settings().instant_of(stamp),

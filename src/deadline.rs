@@ -16,16 +16,31 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Milliseconds since the supervisor's epoch.
+/// Milliseconds since the supervisor's epoch: the key deadlines are queued under.
 pub(crate) type Tick = u64;
 
-/// The tick that `instant` falls in, rounded up to a multiple of `granularity` milliseconds so
-/// a deadline never fires early.
-pub(crate) fn tick_at(epoch: Instant, instant: Instant, granularity: u64) -> Tick {
-    let nanos = instant.saturating_duration_since(epoch).as_nanos();
-    let millis = u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(Tick::MAX);
-    let granularity = granularity.max(1);
-    millis.div_ceil(granularity).saturating_mul(granularity)
+/// Nanoseconds since the supervisor's epoch: an exact deadline.
+pub(crate) type Nanos = u64;
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// The exact time of `instant`, in nanoseconds since `epoch` (saturating).
+pub(crate) fn nanos_since(epoch: Instant, instant: Instant) -> Nanos {
+    u64::try_from(instant.saturating_duration_since(epoch).as_nanos()).unwrap_or(Nanos::MAX)
+}
+
+/// The tick `nanos` falls in. A deadline is queued under the tick that contains it and
+/// checked exactly when that tick fires, so it is never acted on early, and never more than
+/// one tick late.
+pub(crate) fn tick_of(nanos: Nanos) -> Tick {
+    nanos / NANOS_PER_MILLI
+}
+
+/// `nanos` rounded up to a whole multiple of `granularity` milliseconds (at least 1), so
+/// deadlines close together share one wake-up.
+pub(crate) fn round_up(nanos: Nanos, granularity: u64) -> Nanos {
+    let step = granularity.max(1).saturating_mul(NANOS_PER_MILLI);
+    nanos.div_ceil(step).saturating_mul(step)
 }
 
 /// The instant a tick starts, or `None` when it is too far away for the clock.
@@ -84,20 +99,39 @@ impl DeadlineQueue {
 mod tests {
     use super::*;
 
+    const MS: u64 = NANOS_PER_MILLI;
+
     #[test]
-    fn ticks_round_up_to_the_granularity() {
-        let epoch = Instant::now();
-        let at = |millis| epoch + Duration::from_millis(millis);
-        assert_eq!(tick_at(epoch, at(0), 1), 0);
-        assert_eq!(tick_at(epoch, at(7), 1), 7);
-        assert_eq!(tick_at(epoch, at(7), 5), 10);
-        assert_eq!(tick_at(epoch, at(10), 5), 10);
-        assert_eq!(tick_at(epoch, epoch + Duration::from_micros(7_001), 1), 8);
+    fn a_deadline_is_queued_under_the_tick_that_contains_it() {
+        assert_eq!(tick_of(0), 0);
+        assert_eq!(tick_of(7 * MS), 7);
+        assert_eq!(tick_of(7 * MS + 999_999), 7);
+    }
+
+    #[test]
+    fn rounding_up_reaches_the_next_multiple_of_the_granularity() {
+        assert_eq!(round_up(7 * MS, 5), 10 * MS);
+        assert_eq!(round_up(10 * MS, 5), 10 * MS);
+        assert_eq!(round_up(7 * MS + 1, 1), 8 * MS);
         assert_eq!(
-            tick_at(epoch, at(3), 0),
-            3,
+            round_up(3 * MS, 0),
+            3 * MS,
             "zero granularity means one millisecond"
         );
+        assert_eq!(round_up(Nanos::MAX, 7), Nanos::MAX, "saturates");
+    }
+
+    #[test]
+    fn nanos_saturate_for_far_instants() {
+        let epoch = Instant::now();
+        assert_eq!(nanos_since(epoch, epoch), 0);
+        assert_eq!(
+            nanos_since(epoch + Duration::from_millis(3), epoch),
+            0,
+            "before the epoch"
+        );
+        let far = epoch + Duration::from_secs(u64::MAX / 1_000_000);
+        assert_eq!(nanos_since(epoch, far), Nanos::MAX);
     }
 
     #[test]

@@ -39,9 +39,10 @@ pub enum SupervisorError {
         /// The threshold that was reached.
         threshold: f64,
     },
-    /// The supervisor's loop ended without finishing its work, because the Tokio runtime it
-    /// ran on shut down. Runs it had started were dropped with that runtime.
-    #[error("the supervisor's loop ended early: the runtime it ran on shut down")]
+    /// The supervisor's loop ended without finishing its work: the Tokio runtime it ran on
+    /// shut down (runs it had started were dropped with that runtime), or the loop panicked,
+    /// which would be a bug in this crate.
+    #[error("the supervisor's loop ended early: its runtime shut down, or it panicked")]
     LoopEnded,
 }
 

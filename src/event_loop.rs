@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::backoff::{exponential_delay, with_jitter, JitterSource};
 use crate::config::Config;
 use crate::context::{RunSettings, RunShared};
-use crate::deadline::{instant_of, tick_at, DeadlineQueue, Tick};
+use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
 use crate::registry::TaskEntry;
 use crate::run::{self, panic_message, RunExit, RunId, RunOutcome, RunProgress};
@@ -92,14 +92,14 @@ enum TimerKind {
     Grace,
 }
 
-/// No tick.
-const NEVER: Tick = Tick::MAX;
+/// No deadline, or no queued tick.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Timer {
     kind: TimerKind,
-    /// When the slot wants to be woken, or `NEVER`.
-    due: Tick,
+    /// When the slot wants to be woken, exactly, or `NEVER`.
+    due: Nanos,
     /// The earliest tick at which the queue holds an entry for this slot, or `NEVER`. An entry
     /// popped at any other tick has been superseded and is ignored.
     queued: Tick,
@@ -136,6 +136,18 @@ struct Slot {
     dead_of_failure: bool,
 }
 
+impl Slot {
+    /// Whether the task finished by itself: it completed, or died of failures. A killed task
+    /// has not: whoever killed it may still restart it, so it keeps the supervisor up.
+    fn is_finished(&self) -> bool {
+        match self.status {
+            TaskStatus::Completed => true,
+            TaskStatus::Dead => self.dead_of_failure,
+            _ => false,
+        }
+    }
+}
+
 /// See the [module documentation](self).
 pub(crate) struct EventLoop {
     config: Config,
@@ -150,8 +162,8 @@ pub(crate) struct EventLoop {
     /// Scratch space for due deadlines, kept to avoid allocating on every wake-up.
     due: Vec<(Tick, u32)>,
     jitter: JitterSource,
-    /// Slots whose status is `Completed` or `Dead`.
-    final_count: usize,
+    /// Slots that finished by themselves (see [`Slot::is_finished`]).
+    finished: usize,
     /// Slots that are `Dead` because their attempts ran out.
     dead_of_failure: usize,
     /// Set once the supervisor is ending, with how it ends.
@@ -195,7 +207,7 @@ impl EventLoop {
             deadlines: DeadlineQueue::default(),
             due: Vec::new(),
             jitter,
-            final_count: 0,
+            finished: 0,
             dead_of_failure: 0,
             ending: None,
             status_sender: None,
@@ -229,8 +241,9 @@ impl EventLoop {
                     Some(tick)
                 });
             }
+            // Unbiased: with many runs failing at once, exits are always ready, and a fixed order
+            // would starve commands and timers.
             tokio::select! {
-                biased;
                 Some(joined) = self.runs.join_next(), if !self.runs.is_empty() => {
                     self.on_joined(joined);
                 }
@@ -337,10 +350,12 @@ impl EventLoop {
         }
         self.set_status(index, TaskStatus::Dead, Some(&"killed"));
         let slot = &mut self.slots[index];
-        slot.timer.due = NEVER; // A pending back-off does nothing (invariant 4).
         if slot.run.is_some() {
+            // A stopping run keeps its grace deadline: it must still be dropped when it ends.
             slot.after_exit = AfterExit::Nothing;
             self.stop_run(index);
+        } else {
+            slot.timer.due = NEVER; // A pending back-off does nothing (invariant 4).
         }
     }
 
@@ -358,7 +373,9 @@ impl EventLoop {
         if run.stopping {
             return;
         }
-        let watch_from = if progress.beaten && !run.watched {
+        // The first beat starts the watch, or, for a run watched from its start, brings its
+        // deadline forward from the end of the start-up grace.
+        let watch_from = if progress.beaten {
             run.watched = true;
             run.shared
                 .last_beat()
@@ -417,10 +434,10 @@ impl EventLoop {
         slot.healthy_since = None;
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
-            let first_beat_due = now
-                .checked_add(self.config.health_check_initial_delay)
-                .unwrap_or(now);
-            self.watch(index, first_beat_due);
+            // An initial delay too long for the clock means the first beat is never due.
+            if let Some(first_beat_due) = now.checked_add(self.config.health_check_initial_delay) {
+                self.watch(index, first_beat_due);
+            }
         }
     }
 
@@ -436,8 +453,8 @@ impl EventLoop {
         run.stopping = true;
         let cooperative = run.shared.request_stop();
         if cooperative && !self.config.grace_period.is_zero() {
-            let due = self.deadline_after(self.config.grace_period, 1);
-            self.set_timer(index, TimerKind::Grace, due);
+            let due = Instant::now().checked_add(self.config.grace_period);
+            self.set_timer(index, TimerKind::Grace, due, 1);
         } else {
             self.abort_run(index);
         }
@@ -461,24 +478,41 @@ impl EventLoop {
     }
 
     fn on_joined(&mut self, joined: Result<RunExit, JoinError>) {
-        match joined {
-            Ok(exit) => self.on_exit(exit.id, Some(exit.outcome)),
-            Err(error) => match self.aborted.remove(&error.id()) {
-                Some(id) => {
-                    if error.is_panic() {
-                        tracing::warn!(
-                            task = %self.slots[id.slot as usize].name,
-                            "a stopped run panicked while being dropped"
-                        );
-                    }
-                    self.on_exit(id, None);
-                }
-                None => tracing::error!(
-                    %error,
-                    "a run ended without a report; this is a bug in task-supervisor"
-                ),
-            },
+        let error = match joined {
+            Ok(exit) => return self.on_exit(exit.id, Some(exit.outcome)),
+            Err(error) => error,
+        };
+        let task_id = error.id();
+        let panicked = error.is_panic();
+        if let Ok(payload) = error.try_into_panic() {
+            // User code panicked while the run was dropped; its payload may panic too.
+            run::dispose(payload);
         }
+        let id = match self.aborted.remove(&task_id) {
+            Some(id) => id,
+            None => {
+                // Every run reports back unless the loop aborted it (see `run`'s invariant
+                // 1), so this is a bug; still, find the run rather than lose the task.
+                tracing::error!("a run ended without a report; this is a bug in task-supervisor");
+                let found = self.slots.iter().position(|slot| {
+                    slot.run
+                        .as_ref()
+                        .is_some_and(|run| run.abort.id() == task_id)
+                });
+                let Some(index) = found else { return };
+                RunId {
+                    slot: index as u32,
+                    generation: self.slots[index].generation,
+                }
+            }
+        };
+        if panicked {
+            tracing::warn!(
+                task = %self.slots[id.slot as usize].name,
+                "a stopped run panicked while being dropped"
+            );
+        }
+        self.on_exit(id, None);
     }
 
     /// The run `id` has ended with `outcome` (`None` if it was dropped by the loop).
@@ -518,19 +552,19 @@ impl EventLoop {
     }
 
     fn fail_and_restart(&mut self, index: usize, reason: &dyn Display) {
-        if self.fail(index, reason) {
+        if self.fail(index, reason, Instant::now()) {
             self.schedule_restart(index);
         }
     }
 
-    /// Counts a failure of the task in `index`: `Failed` with one more attempt used, or `Dead`
-    /// when none is left. Returns whether it will be restarted.
-    fn fail(&mut self, index: usize, reason: &dyn Display) -> bool {
-        let now = Instant::now();
+    /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`:
+    /// `Failed` with one more attempt used, or `Dead` when none is left. Returns whether it
+    /// will be restarted.
+    fn fail(&mut self, index: usize, reason: &dyn Display, healthy_until: Instant) -> bool {
         let stable_after = self.config.task_being_stable_after;
         let slot = &mut self.slots[index];
         if let Some(since) = slot.healthy_since.take() {
-            if now.saturating_duration_since(since) >= stable_after {
+            if healthy_until.saturating_duration_since(since) >= stable_after {
                 slot.attempts = 0;
             }
         }
@@ -539,10 +573,10 @@ impl EventLoop {
             self.set_status(index, TaskStatus::Failed, Some(reason));
             true
         } else {
-            self.set_status(index, TaskStatus::Dead, Some(reason));
-            let slot = &mut self.slots[index];
+            // Marked before the change, so that `set_status` counts the task as finished.
             slot.dead_of_failure = true;
             self.dead_of_failure += 1;
+            self.set_status(index, TaskStatus::Dead, Some(reason));
             self.check_dead_threshold();
             false
         }
@@ -564,56 +598,52 @@ impl EventLoop {
         if delay.is_zero() {
             self.start(index);
         } else {
-            let due = self.deadline_after(delay, 1);
-            self.set_timer(index, TimerKind::BackOff, due);
+            let due = Instant::now().checked_add(delay);
+            self.set_timer(index, TimerKind::BackOff, due, 1);
         }
     }
 
     // ----- time -----
 
-    /// The tick `delay` from now, rounded up to `granularity` milliseconds.
-    fn deadline_after(&self, delay: std::time::Duration, granularity: u64) -> Tick {
-        match Instant::now().checked_add(delay) {
-            Some(at) => tick_at(self.settings.epoch, at, granularity),
-            None => NEVER,
-        }
-    }
-
     /// Watches the run in `index` for silence: it is hung if it does not beat again within the
     /// timeout after `since`.
     fn watch(&mut self, index: usize, since: Instant) {
-        let due = match since.checked_add(self.config.timeout_threshold) {
-            Some(at) => tick_at(
-                self.settings.epoch,
-                at,
-                self.config.heartbeat_granularity_millis(),
-            ),
-            None => NEVER,
-        };
-        self.set_timer(index, TimerKind::Heartbeat, due);
+        let due = since.checked_add(self.config.timeout_threshold);
+        let granularity = self.config.heartbeat_granularity_millis();
+        self.set_timer(index, TimerKind::Heartbeat, due, granularity);
     }
 
-    fn set_timer(&mut self, index: usize, kind: TimerKind, due: Tick) {
+    /// Makes `due` (`None`: never) the slot's one deadline, rounded up to `granularity`
+    /// milliseconds when that is coarser than the clock's.
+    fn set_timer(&mut self, index: usize, kind: TimerKind, due: Option<Instant>, granularity: u64) {
+        let due = match due {
+            Some(at) if granularity > 1 => {
+                round_up(nanos_since(self.settings.epoch, at), granularity)
+            }
+            Some(at) => nanos_since(self.settings.epoch, at),
+            None => NEVER,
+        };
         let timer = &mut self.slots[index].timer;
         timer.kind = kind;
         timer.due = due;
-        if due < timer.queued {
+        self.queue(index, tick_of(due));
+    }
+
+    /// Makes sure the queue wakes the slot in `index` at `tick` or earlier.
+    fn queue(&mut self, index: usize, tick: Tick) {
+        let timer = &mut self.slots[index].timer;
+        if timer.due != NEVER && tick < timer.queued {
             // Earlier than the entry already queued (or none is): queue one more. A later
             // deadline needs nothing: the queued entry re-queues it when it fires.
-            self.deadlines.push(due, index as u32);
-            timer.queued = due;
+            self.deadlines.push(tick, index as u32);
+            timer.queued = tick;
         }
     }
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        let now_tick = tick_at(self.settings.epoch, now, 1);
-        // `tick_at` rounds up; a deadline is due once its tick has fully begun.
-        let now_tick = if instant_of(self.settings.epoch, now_tick) == Some(now) {
-            now_tick
-        } else {
-            now_tick.saturating_sub(1)
-        };
+        let now_nanos = nanos_since(self.settings.epoch, now);
+        let now_tick = tick_of(now_nanos);
         let mut due = std::mem::take(&mut self.due);
         self.deadlines.pop_due(now_tick, &mut due);
         for (tick, slot) in due.drain(..) {
@@ -626,9 +656,10 @@ impl EventLoop {
             if timer.due == NEVER {
                 continue; // Cancelled.
             }
-            if timer.due > now_tick {
-                let (kind, later) = (timer.kind, timer.due);
-                self.set_timer(index, kind, later);
+            if timer.due > now_nanos {
+                // Later in this tick, or in a later one: never act early.
+                let later = tick_of(timer.due).max(now_tick + 1);
+                self.queue(index, later);
                 continue;
             }
             timer.due = NEVER;
@@ -663,7 +694,8 @@ impl EventLoop {
             return;
         }
         let reason = format!("hung: no heartbeat for {timeout:?}");
-        let restart = self.fail(index, &reason);
+        // The silence was not healthy time: it must not earn the task its attempts back.
+        let restart = self.fail(index, &reason, silent_since);
         let slot = &mut self.slots[index];
         if slot.run.as_ref().is_some_and(|run| !run.stopping) {
             slot.after_exit = if restart {
@@ -699,12 +731,12 @@ impl EventLoop {
         }
     }
 
-    /// Stops the supervisor once every task is `Completed` or `Dead` and no run is left, unless
-    /// a command is on its way.
+    /// Stops the supervisor once every task has finished by itself (completed, or died of
+    /// failures) and no run is left, unless a command is on its way.
     fn finish_if_all_done(&mut self) {
         if self.ending.is_some()
             || self.slots.is_empty()
-            || self.final_count < self.slots.len()
+            || self.finished < self.slots.len()
             || !self.runs.is_empty()
         {
             return;
@@ -746,17 +778,18 @@ impl EventLoop {
             from.can_change_to(to),
             "{from} -> {to} is not an edge (invariant 3)"
         );
+        let was_finished = slot.is_finished();
         slot.status = to;
         slot.entry.publish(to);
-        if from.is_final() {
-            self.final_count -= 1;
-        }
-        if to.is_final() {
-            self.final_count += 1;
-        }
+        // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
             slot.dead_of_failure = false;
             self.dead_of_failure -= 1;
+        }
+        match (was_finished, slot.is_finished()) {
+            (false, true) => self.finished += 1,
+            (true, false) => self.finished -= 1,
+            _ => {}
         }
         let name = &slot.name;
         let why = Reason(reason);

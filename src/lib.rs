@@ -97,7 +97,12 @@ mod registry;
 mod run;
 pub mod status;
 mod supervisor;
+mod sync;
 mod task;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_model;
 
 pub use builder::SupervisorBuilder;
 pub use context::{heartbeat, TaskContext};
@@ -112,4 +117,9 @@ pub use task::{SupervisedTask, TaskError, TaskFactory, TaskResult};
 pub type TaskName = String;
 
 pub use async_trait::async_trait;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use tokio_util::sync::CancellationToken;

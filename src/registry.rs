@@ -21,11 +21,11 @@
 //! that are never removed, so a reader holding an entry always sees a status the loop published.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError};
 
 use crate::error::SupervisorHandleError;
 use crate::status::TaskStatus;
+use crate::sync::{AtomicU8, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// One registered task, as the handles see it.
 #[derive(Debug)]
@@ -207,6 +207,97 @@ impl Registry {
 
     pub(crate) fn is_running(&self) -> bool {
         self.read().lifecycle == Lifecycle::Running
+    }
+}
+
+/// The registry, for the `loom` model checks in `tests/loom.rs` (built with `--cfg loom`
+/// only; not part of the public API). Each method calls the [`Registry`] method of that name.
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoomRegistry(Registry);
+
+/// A registered task's entry, as the loop holds it (`--cfg loom` only).
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct LoomEntry(Arc<TaskEntry>);
+
+#[cfg(loom)]
+impl LoomRegistry {
+    /// An empty, running registry.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(Registry::new())
+    }
+
+    /// See [`Registry::add`].
+    pub fn add(
+        &self,
+        name: &str,
+        send: impl FnOnce(Arc<str>, LoomEntry) -> Result<(), SupervisorHandleError>,
+    ) -> Result<(), SupervisorHandleError> {
+        self.0.add(name, |name, entry| send(name, LoomEntry(entry)))
+    }
+
+    /// See [`Registry::command`]; `send` gets the task's id.
+    pub fn command(
+        &self,
+        name: &str,
+        send: impl FnOnce(u32) -> Result<(), SupervisorHandleError>,
+    ) -> Result<(), SupervisorHandleError> {
+        self.0.command(name, |entry| send(entry.id))
+    }
+
+    /// See [`Registry::close`].
+    pub fn close(
+        &self,
+        send: impl FnOnce() -> Result<(), SupervisorHandleError>,
+    ) -> Result<(), SupervisorHandleError> {
+        self.0.close(send)
+    }
+
+    /// See [`Registry::close_if`].
+    pub fn close_if(&self, idle: impl FnOnce() -> bool) -> bool {
+        self.0.close_if(idle)
+    }
+
+    /// See [`Registry::mark_stopped`].
+    pub fn mark_stopped(&self) {
+        self.0.mark_stopped();
+    }
+
+    /// See [`Registry::status`].
+    pub fn status(&self, name: &str) -> Result<Option<TaskStatus>, SupervisorHandleError> {
+        self.0.status(name)
+    }
+
+    /// See [`Registry::statuses`].
+    pub fn statuses(&self) -> Result<HashMap<String, TaskStatus>, SupervisorHandleError> {
+        self.0.statuses()
+    }
+
+    /// See [`Registry::is_running`].
+    pub fn is_running(&self) -> bool {
+        self.0.is_running()
+    }
+}
+
+#[cfg(loom)]
+impl LoomEntry {
+    /// The task's slot in the loop.
+    pub fn id(&self) -> u32 {
+        self.0.id
+    }
+
+    /// See [`TaskEntry::status`].
+    pub fn status(&self) -> TaskStatus {
+        self.0.status()
+    }
+
+    /// See [`TaskEntry::publish`].
+    pub fn publish(&self, status: TaskStatus) {
+        self.0.publish(status);
     }
 }
 

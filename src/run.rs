@@ -4,13 +4,16 @@
 //! # Invariants
 //!
 //! 1. The wrapper never panics and never lets a panic of the task escape: a panic in `run`, in
-//!    a `Drop` of the run's state, or in the task's own `Drop` becomes [`RunOutcome::Panicked`].
+//!    a `Drop` of the run's state, in the task's own `Drop`, in its error's `Display` or `Drop`,
+//!    or in a panic payload's `Drop` becomes [`RunOutcome::Panicked`] (or is leaked, for a
+//!    payload that panics again). So every run reports back with a [`RunExit`].
 //! 2. The user's future is dropped before the wrapper returns its [`RunExit`], so when the loop
 //!    sees the exit, nothing of the run is left.
 //! 3. Each run sends at most two progress messages, whatever it does: one from its first poll
 //!    (tasks that did not declare heartbeats) and one from its first beat (see
 //!    [`RunShared::beat`]).
 
+use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
@@ -19,7 +22,7 @@ use std::task::Poll;
 
 use crate::context::RunShared;
 use crate::event_loop::Message;
-use crate::task::{SupervisedTask, TaskError, TaskResult};
+use crate::task::{SupervisedTask, TaskResult};
 
 /// Identifies one run: the task's slot and the run's generation within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +35,8 @@ pub(crate) struct RunId {
 #[derive(Debug)]
 pub(crate) enum RunOutcome {
     Completed,
-    /// The error is kept unformatted: formatting costs an allocation nobody may need.
-    Failed(TaskError),
+    /// The error's message: formatted in the run, since formatting is user code.
+    Failed(String),
     Panicked(String),
 }
 
@@ -104,12 +107,33 @@ pub(crate) async fn supervise(
     let dropped = catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None)));
 
     let outcome = match (polled, dropped) {
-        (Err(payload), _) | (Ok(_), Err(payload)) => {
-            RunOutcome::Panicked(panic_message(payload.as_ref()))
+        (Err(payload), dropped) => {
+            if let Err(second) = dropped {
+                dispose(second);
+            }
+            RunOutcome::Panicked(describe_panic(payload))
         }
+        (Ok(_), Err(payload)) => RunOutcome::Panicked(describe_panic(payload)),
         (Ok(result), Ok(())) => outcome_of(result),
     };
     RunExit { id, outcome }
+}
+
+/// Reads a panic's message and drops its payload, where a panicking `Drop` of the payload
+/// is caught too.
+fn describe_panic(payload: Box<dyn Any + Send>) -> String {
+    let message = catch_unwind(AssertUnwindSafe(|| panic_message(payload.as_ref())))
+        .unwrap_or_else(|_| "panic with a payload that could not be read".to_owned());
+    dispose(payload);
+    message
+}
+
+/// Drops a panic payload; one whose `Drop` panics as well is leaked instead, as the standard
+/// library does with a panic during a panic.
+pub(crate) fn dispose(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
 }
 
 /// A run that fails at once: used when making the run's instance panicked.
@@ -120,10 +144,24 @@ pub(crate) async fn failed_to_start(id: RunId, message: String) -> RunExit {
     }
 }
 
+/// Formats an error and drops it here, in the run's own task: its `Display` and its `Drop`
+/// are user code, and a panic in either must not reach the loop.
 fn outcome_of(result: TaskResult) -> RunOutcome {
-    match result {
-        Ok(()) => RunOutcome::Completed,
-        Err(error) => RunOutcome::Failed(error),
+    let error = match result {
+        Ok(()) => return RunOutcome::Completed,
+        Err(error) => error,
+    };
+    let formatted = catch_unwind(AssertUnwindSafe(|| error.to_string()));
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(error)));
+    match (formatted, dropped) {
+        (Ok(message), Ok(())) => RunOutcome::Failed(message),
+        (Ok(_), Err(payload)) => RunOutcome::Panicked(describe_panic(payload)),
+        (Err(payload), dropped) => {
+            if let Err(second) = dropped {
+                dispose(second);
+            }
+            RunOutcome::Panicked(describe_panic(payload))
+        }
     }
 }
 

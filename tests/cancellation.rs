@@ -249,3 +249,52 @@ on_both_runtimes!(
     at_most_one_live_instance_during_a_thousand_rapid_restarts,
     at_most_one_live_instance_during_rapid_restarts()
 );
+
+// Regression: a kill while a restart's grace was running cleared the grace deadline, so a run
+// ignoring its cancellation lived for ever and shutdown never finished.
+#[tokio::test(start_paused = true)]
+async fn kill_during_a_grace_period_still_drops_the_run_when_the_grace_ends() {
+    let task = Scripted::always(Step::IgnoreCancellation);
+    let handle = builder()
+        .with_task("stubborn", task.clone())
+        .with_task("keeper", Scripted::always(Step::Pend))
+        .build()
+        .run();
+    settle().await;
+    let asked_at = tokio::time::Instant::now();
+
+    handle.restart("stubborn").unwrap();
+    handle.kill_task("stubborn").unwrap();
+    advance(GRACE * 2).await;
+
+    assert_eq!(task.liveness.live(), 0);
+    assert_eq!(task.liveness.dropped_at()[0] - asked_at, GRACE);
+    assert_eq!(task.liveness.runs(), 1, "the kill cancelled the restart");
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
+
+// Regression: killing the last live task stopped the supervisor, so the documented way back
+// (`restart`) and a following `shutdown` failed.
+async fn a_killed_task_keeps_the_supervisor_up_for_a_restart() {
+    let task = Scripted::always(Step::Pend);
+    let handle = SupervisorBuilder::new()
+        .with_task("only", task.clone())
+        .build()
+        .run();
+    eventually("the task runs", || task.liveness.live() == 1).await;
+
+    handle.kill_task("only").unwrap();
+    eventually("the run is gone", || task.liveness.live() == 0).await;
+    assert!(handle.is_running());
+    handle.restart("only").unwrap();
+    eventually("it runs again", || task.liveness.live() == 1).await;
+
+    handle.kill_task("only").unwrap();
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
+on_both_runtimes!(
+    killed_task_and_restart,
+    a_killed_task_keeps_the_supervisor_up_for_a_restart()
+);

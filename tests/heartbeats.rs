@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{advance, settle, Changes, Scripted, Step};
@@ -252,4 +253,115 @@ async fn heartbeats_from_a_context_moved_to_another_task_count() {
         Some(Healthy)
     );
     assert_eq!(changes.sequence("delegates"), [Starting, Healthy]);
+}
+
+// Regression: a task that declared heartbeats kept its start-up deadline after its first beat,
+// so a hang right after that beat was caught up to the initial delay late.
+#[tokio::test(start_paused = true)]
+async fn a_declared_task_is_watched_from_its_first_beat() {
+    let task = Scripted::new(
+        [Step::BeatThenHang {
+            every: Duration::from_millis(10),
+            beats: 1,
+        }],
+        Step::Pend,
+    )
+    .declaring_heartbeats();
+    let handle = builder()
+        .with_health_check_initial_delay(Duration::from_secs(30))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+
+    handle.add_task("beats-once", task).unwrap();
+    let (failed_at, _) = changes.until("beats-once", Failed).await;
+
+    assert_eq!(failed_at - start, TIMEOUT, "silent since its beat at 0 ms");
+}
+
+// Regression: deadlines were rounded up twice (by the supervisor, then by Tokio's timer), so
+// a beat off the millisecond grid was caught up to 2 ms late.
+#[tokio::test(start_paused = true)]
+async fn a_hang_is_caught_within_a_millisecond_of_the_timeout() {
+    use async_trait::async_trait;
+    use task_supervisor::{heartbeat, SupervisedTask, TaskResult};
+
+    #[derive(Clone)]
+    struct OffGrid(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+    #[async_trait]
+    impl SupervisedTask for OffGrid {
+        async fn run(&mut self) -> TaskResult {
+            heartbeat();
+            *self.0.lock().unwrap() = Some(tokio::time::Instant::now());
+            std::future::pending().await
+        }
+    }
+
+    // The supervisor's clock starts off Tokio's millisecond grid, and the beat comes off both.
+    tokio::time::advance(Duration::from_micros(300)).await;
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+    tokio::time::advance(Duration::from_micros(500)).await;
+    let beat_at = Arc::new(Mutex::new(None));
+
+    handle
+        .add_task("off-grid", OffGrid(Arc::clone(&beat_at)))
+        .unwrap();
+    let (failed_at, _) = changes.until("off-grid", Failed).await;
+
+    let beat_at = beat_at.lock().unwrap().expect("it beat");
+    let silent_for = failed_at - beat_at;
+    assert!(silent_for >= TIMEOUT, "{silent_for:?}");
+    assert!(
+        silent_for <= TIMEOUT + MS,
+        "caught {:?} late",
+        silent_for - TIMEOUT
+    );
+}
+
+// Regression: an initial delay too long for the clock was treated as zero.
+#[tokio::test(start_paused = true)]
+async fn an_endless_start_up_grace_never_runs_out() {
+    let task = Scripted::always(Step::Pend).declaring_heartbeats();
+    let handle = builder()
+        .with_health_check_initial_delay(Duration::MAX)
+        .with_task("slow-start", task.clone())
+        .build()
+        .run();
+
+    advance(Duration::from_secs(3600)).await;
+
+    assert_eq!(task.liveness.runs(), 1);
+    assert_eq!(
+        handle.get_task_status("slow-start").await.unwrap(),
+        Some(Starting)
+    );
+}
+
+// Regression: the silence before a hang was detected counted as healthy time, so with a short
+// stability period a task that always hangs got its attempts back and never died.
+#[tokio::test(start_paused = true)]
+async fn silence_does_not_count_as_stable_time() {
+    let task = Scripted::always(Step::BeatThenHang {
+        every: Duration::from_millis(10),
+        beats: 1,
+    });
+    let handle = builder()
+        .with_timeout_threshold(Duration::from_secs(2))
+        .with_task_being_stable_after(Duration::from_secs(1))
+        .with_max_restart_attempts(1)
+        .with_task("hangs", task.clone())
+        .build()
+        .run();
+
+    let finished = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await;
+
+    assert_eq!(
+        finished,
+        Ok(Ok(())),
+        "the task died and the supervisor stopped"
+    );
+    assert_eq!(task.liveness.runs(), 2);
 }

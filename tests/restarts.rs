@@ -350,9 +350,13 @@ async fn panic_restart_and_exhaustion_without_back_off() {
     // Subscribe before anything happens: on worker threads the loop does not wait for us.
     let mut changes = Changes::watch(&handle);
     // Keeps the supervisor up until the test is done with it.
-    handle.add_task("keeper", Scripted::always(Step::Pend)).unwrap();
+    handle
+        .add_task("keeper", Scripted::always(Step::Pend))
+        .unwrap();
     handle.add_task("zero", task.clone()).unwrap();
-    handle.add_task("done", Scripted::always(Step::Complete)).unwrap();
+    handle
+        .add_task("done", Scripted::always(Step::Complete))
+        .unwrap();
 
     changes.until("zero", Dead).await;
     changes.until("done", Completed).await;
@@ -378,3 +382,129 @@ on_both_runtimes!(
     zero_back_off_panics_and_exhaustion,
     panic_restart_and_exhaustion_without_back_off()
 );
+
+// Regression: with many runs failing at once and no back-off, run exits were always handled
+// first, and on a current-thread runtime commands (shutdown among them) were never reached.
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_does_not_starve_commands() {
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts()
+        .build()
+        .run();
+    let task = Scripted::always(Step::Fail);
+    for index in 0..400 {
+        handle
+            .add_task(&format!("crash{index}"), task.clone())
+            .unwrap();
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+
+    handle.shutdown().unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), handle.wait()).await;
+
+    assert_eq!(stopped, Ok(Ok(())));
+    let runs_at_stop = task.liveness.runs();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        task.liveness.runs(),
+        runs_at_stop,
+        "nothing starts after the stop"
+    );
+}
+
+mod hostile_errors {
+    use super::*;
+    use async_trait::async_trait;
+    use std::fmt;
+    use task_supervisor::{SupervisedTask, TaskResult};
+
+    #[derive(Debug)]
+    struct PanickingDisplay;
+    impl fmt::Display for PanickingDisplay {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            panic!("display panicked")
+        }
+    }
+    impl std::error::Error for PanickingDisplay {}
+
+    #[derive(Debug)]
+    struct PanickingDrop;
+    impl fmt::Display for PanickingDrop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an error that panics when dropped")
+        }
+    }
+    impl std::error::Error for PanickingDrop {}
+    impl Drop for PanickingDrop {
+        fn drop(&mut self) {
+            panic!("drop panicked")
+        }
+    }
+
+    struct PanickingPayload;
+    impl Drop for PanickingPayload {
+        fn drop(&mut self) {
+            panic!("payload drop panicked")
+        }
+    }
+
+    #[derive(Clone)]
+    enum Hostile {
+        Display,
+        Drop,
+        Payload,
+    }
+
+    #[async_trait]
+    impl SupervisedTask for Hostile {
+        async fn run(&mut self) -> TaskResult {
+            match self {
+                Hostile::Display => Err(Box::new(PanickingDisplay)),
+                Hostile::Drop => Err(Box::new(PanickingDrop)),
+                Hostile::Payload => std::panic::panic_any(PanickingPayload),
+            }
+        }
+    }
+
+    // Regression: an error's `Display` or `Drop`, or a panic payload's `Drop`, ran in the loop
+    // (or outside any guard) and a panic there took the supervisor down or lost the task.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_whose_error_panics_is_restarted_and_the_supervisor_lives() {
+        let survivor = Scripted::always(Step::Pend);
+        let handle = SupervisorBuilder::new()
+            .with_base_restart_delay(Duration::from_millis(10))
+            .with_max_restart_attempts(2)
+            .with_task("survivor", survivor.clone())
+            .build()
+            .run();
+        let mut changes = Changes::watch(&handle);
+        for (name, task) in [
+            ("display", Hostile::Display),
+            ("drop", Hostile::Drop),
+            ("payload", Hostile::Payload),
+        ] {
+            handle.add_task(name, task).unwrap();
+        }
+
+        for name in ["display", "drop", "payload"] {
+            let (_, dead) = changes.until(name, Dead).await;
+            assert!(dead.reason.is_some(), "{name}: {dead:?}");
+        }
+
+        assert!(handle.is_running());
+        assert_eq!(survivor.liveness.live(), 1);
+        assert_eq!(
+            handle.get_task_status("survivor").await.unwrap(),
+            Some(Healthy)
+        );
+        assert_eq!(
+            changes.sequence("payload"),
+            [Starting, Failed, Starting, Failed, Starting, Dead]
+        );
+        handle.shutdown().unwrap();
+        handle.wait().await.unwrap();
+    }
+}

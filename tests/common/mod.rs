@@ -129,7 +129,8 @@ impl SupervisedTask for Scripted {
             Step::Pend => std::future::pending().await,
             Step::BeatThenHang { every, beats } => {
                 for _ in 0..beats {
-                    assert!(heartbeat(), "inside a supervised run");
+                    assert!(TaskContext::current().is_some(), "inside a supervised run");
+                    heartbeat();
                     tokio::time::sleep(every).await;
                 }
                 std::future::pending().await
@@ -165,6 +166,8 @@ impl SupervisedTask for Scripted {
 pub struct Changes {
     receiver: broadcast::Receiver<StatusChange>,
     pub seen: Vec<(Instant, StatusChange)>,
+    /// Per task, how far `until` has looked through `seen`.
+    looked: std::collections::HashMap<String, usize>,
 }
 
 impl Changes {
@@ -172,6 +175,7 @@ impl Changes {
         Self {
             receiver: handle.status_changes(),
             seen: Vec::new(),
+            looked: Default::default(),
         }
     }
 
@@ -190,19 +194,23 @@ impl Changes {
         &self.seen
     }
 
-    /// Waits for the next change of `task` to `to` not yet taken from the stream, and returns
-    /// it with the time it was seen. Changes seen on the way are kept. Panics if the stream ends or 60 s pass first.
+    /// Waits for the next change of `task` to `to` after the one the previous `until` for
+    /// `task` returned, and returns it with the time it was seen. Changes of other tasks seen
+    /// on the way are kept for them. Panics if the stream ends or 60 s pass first.
     pub async fn until(&mut self, task: &str, to: TaskStatus) -> (Instant, StatusChange) {
         let wait = async {
+            let mut from = self.looked.get(task).copied().unwrap_or(0);
             loop {
+                let found = self.seen[from..]
+                    .iter()
+                    .position(|(_, change)| &*change.task == task && change.to == to);
+                if let Some(offset) = found {
+                    self.looked.insert(task.to_owned(), from + offset + 1);
+                    return self.seen[from + offset].clone();
+                }
+                from = self.seen.len();
                 match self.receiver.recv().await {
-                    Ok(change) => {
-                        let matched = &*change.task == task && change.to == to;
-                        self.seen.push((Instant::now(), change));
-                        if matched {
-                            return self.seen.last().cloned().unwrap();
-                        }
-                    }
+                    Ok(change) => self.seen.push((Instant::now(), change)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         panic!("the test fell {missed} status changes behind")
                     }
