@@ -134,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => {}
         }
         let Ok(statuses) = handle.get_all_task_statuses().await else {
-            println!("\nEvery task has completed or died, so the supervisor stopped by itself.");
+            println!("\nEvery task has finished by itself, so the supervisor stopped.");
             break;
         };
         let row: Vec<String> = runs

@@ -743,7 +743,7 @@ impl EventLoop {
         }
         let receiver = &self.receiver;
         if self.shared.registry.close_if(|| receiver.is_empty()) {
-            tracing::info!("every task has completed or died; the supervisor stops");
+            tracing::info!("every task has finished by itself; the supervisor stops");
             self.ending = Some(Ok(()));
         }
     }

@@ -247,8 +247,9 @@ impl SupervisorHandle {
     /// why it stopped.
     ///
     /// The supervisor stops when [`shutdown`](Self::shutdown) is called, when the last handle
-    /// is dropped, when every task has completed or died, or when the dead tasks threshold is
-    /// reached. Any number of clones may wait at once, and waiting again after it returned
+    /// is dropped, when every task has finished by itself (completed, or died of failures: a
+    /// killed task keeps the supervisor up, as it may be restarted), or when the dead tasks
+    /// threshold is reached. Any number of clones may wait at once, and waiting again after it returned
     /// returns the same answer at once.
     ///
     /// # Errors

@@ -35,8 +35,8 @@ impl Supervisor {
     /// Starts the supervisor and its tasks, and returns the handle that controls it.
     ///
     /// The supervisor runs as one Tokio task until it is shut down, until every task has
-    /// completed or died, or until the last clone of the handle is dropped. Keep a handle for
-    /// as long as the tasks should run.
+    /// finished by itself (completed, or died of failures), or until the last clone of the
+    /// handle is dropped. Keep a handle for as long as the tasks should run.
     ///
     /// # Panics
     ///
