@@ -470,6 +470,11 @@ impl EventLoop {
         }
         run.aborted = true;
         run.abort.abort();
+        if self.ending.is_some() {
+            // Nothing starts again: the exit only has to leave the `JoinSet`, and shutting
+            // down 100k runs should not cost 100k map entries.
+            return;
+        }
         let id = RunId {
             slot: index as u32,
             generation: slot.generation,
@@ -490,6 +495,8 @@ impl EventLoop {
         }
         let id = match self.aborted.remove(&task_id) {
             Some(id) => id,
+            // Aborted while ending (see `abort_run`): nothing is left to decide.
+            None if self.ending.is_some() => return,
             None => {
                 // Every run reports back unless the loop aborted it (see `run`'s invariant
                 // 1), so this is a bug; still, find the run rather than lose the task.
