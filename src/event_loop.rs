@@ -25,7 +25,6 @@
 //!    counters, and a superseded deadline entry leaves the queue when its tick passes.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::Arc;
@@ -348,7 +347,7 @@ impl EventLoop {
         if self.ending.is_some() {
             return;
         }
-        self.set_status(index, TaskStatus::Dead, Some(&"killed"));
+        self.set_status(index, TaskStatus::Dead, Some(Arc::from("killed")));
         let slot = &mut self.slots[index];
         if slot.run.is_some() {
             // A stopping run keeps its grace deadline: it must still be dropped when it ends.
@@ -549,16 +548,16 @@ impl EventLoop {
                 Some(RunOutcome::Completed) => {
                     self.set_status(index, TaskStatus::Completed, None);
                 }
-                Some(RunOutcome::Failed(error)) => self.fail_and_restart(index, &error),
+                Some(RunOutcome::Failed(error)) => self.fail_and_restart(index, Arc::from(error)),
                 Some(RunOutcome::Panicked(message)) => {
-                    self.fail_and_restart(index, &format_args!("panicked: {message}"));
+                    self.fail_and_restart(index, Arc::from(format!("panicked: {message}")));
                 }
-                None => self.fail_and_restart(index, &"dropped"),
+                None => self.fail_and_restart(index, Arc::from("dropped")),
             },
         }
     }
 
-    fn fail_and_restart(&mut self, index: usize, reason: &dyn Display) {
+    fn fail_and_restart(&mut self, index: usize, reason: Arc<str>) {
         if self.fail(index, reason, Instant::now()) {
             self.schedule_restart(index);
         }
@@ -567,7 +566,7 @@ impl EventLoop {
     /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`:
     /// `Failed` with one more attempt used, or `Dead` when none is left. Returns whether it
     /// will be restarted.
-    fn fail(&mut self, index: usize, reason: &dyn Display, healthy_until: Instant) -> bool {
+    fn fail(&mut self, index: usize, reason: Arc<str>, healthy_until: Instant) -> bool {
         let stable_after = self.config.task_being_stable_after;
         let slot = &mut self.slots[index];
         if let Some(since) = slot.healthy_since.take() {
@@ -575,6 +574,7 @@ impl EventLoop {
                 slot.attempts = 0;
             }
         }
+        slot.entry.record_failure(Arc::clone(&reason));
         if self.config.may_restart(slot.attempts) {
             slot.attempts = slot.attempts.saturating_add(1);
             self.set_status(index, TaskStatus::Failed, Some(reason));
@@ -700,9 +700,9 @@ impl EventLoop {
             self.watch(index, silent_since);
             return;
         }
-        let reason = format!("hung: no heartbeat for {timeout:?}");
+        let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
         // The silence was not healthy time: it must not earn the task its attempts back.
-        let restart = self.fail(index, &reason, silent_since);
+        let restart = self.fail(index, reason, silent_since);
         let slot = &mut self.slots[index];
         if slot.run.as_ref().is_some_and(|run| !run.stopping) {
             slot.after_exit = if restart {
@@ -775,7 +775,7 @@ impl EventLoop {
     // ----- statuses -----
 
     /// The one place a status changes (invariant 2).
-    fn set_status(&mut self, index: usize, to: TaskStatus, reason: Option<&dyn Display>) {
+    fn set_status(&mut self, index: usize, to: TaskStatus, reason: Option<Arc<str>>) {
         let slot = &mut self.slots[index];
         let from = slot.status;
         if from == to {
@@ -799,7 +799,7 @@ impl EventLoop {
             _ => {}
         }
         let name = &slot.name;
-        let why = Reason(reason);
+        let why = reason.as_deref().unwrap_or_default();
         match to {
             TaskStatus::Failed => tracing::warn!(
                 task = %name,
@@ -820,20 +820,8 @@ impl EventLoop {
                 task: Arc::clone(name),
                 from,
                 to,
-                reason: reason.map(|reason| Arc::from(reason.to_string())),
+                reason,
             });
-        }
-    }
-}
-
-/// Formats an optional reason only if a log line is actually written.
-struct Reason<'a>(Option<&'a dyn Display>);
-
-impl Display for Reason<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(reason) => reason.fmt(f),
-            None => Ok(()),
         }
     }
 }

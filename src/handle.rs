@@ -189,6 +189,48 @@ impl SupervisorHandle {
         self.shared().registry.status(name)
     }
 
+    /// Why the last failed run of the task `name` failed: its error's message, its panic's
+    /// message (as `panicked: ...`), or a note that it hung. `None` if it never failed.
+    ///
+    /// It is kept after the task recovered, until the next failure replaces it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult};
+    ///
+    /// #[derive(Clone)]
+    /// struct Broken;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Broken {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         panic!("config file missing")
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let handle = SupervisorBuilder::new().build().run();
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// handle.add_task("broken", Broken)?;
+    /// assert_eq!(handle.last_failure("broken")?, None);
+    /// tokio::time::sleep(std::time::Duration::from_millis(1)).await; // it panics, waits to restart
+    /// let reason = handle.last_failure("broken")?.expect("it failed");
+    /// assert_eq!(&*reason, "panicked: config file missing");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::TaskNotFound`] if no task has that name;
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    pub fn last_failure(&self, name: &str) -> Result<Option<Arc<str>>, SupervisorHandleError> {
+        self.shared().registry.last_failure(name)
+    }
+
     /// The status of every registered task, by name.
     ///
     /// # Errors

@@ -33,6 +33,9 @@ pub(crate) struct TaskEntry {
     /// The task's slot in the loop.
     pub(crate) id: u32,
     status: AtomicU8,
+    /// Why its last failed run failed. Written by the loop on a failure only, so the lock is
+    /// off every other path.
+    last_failure: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl TaskEntry {
@@ -40,11 +43,27 @@ impl TaskEntry {
         Self {
             id,
             status: AtomicU8::new(TaskStatus::Created.as_u8()),
+            last_failure: std::sync::Mutex::new(None),
         }
     }
 
     pub(crate) fn status(&self) -> TaskStatus {
         TaskStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Records why the last run failed. Only the loop calls this (invariant 1).
+    pub(crate) fn record_failure(&self, reason: Arc<str>) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
+    pub(crate) fn last_failure(&self) -> Option<Arc<str>> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Publishes a status. Only the loop calls this (invariant 1).
@@ -187,6 +206,22 @@ impl Registry {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
         Ok(inner.by_name.get(name).map(|entry| entry.status()))
+    }
+
+    pub(crate) fn last_failure(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<str>>, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        match inner.by_name.get(name) {
+            Some(entry) => Ok(entry.last_failure()),
+            None => Err(SupervisorHandleError::TaskNotFound {
+                name: name.to_owned(),
+            }),
+        }
     }
 
     pub(crate) fn statuses(&self) -> Result<HashMap<String, TaskStatus>, SupervisorHandleError> {

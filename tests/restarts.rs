@@ -508,3 +508,41 @@ mod hostile_errors {
         handle.wait().await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_last_failure_is_kept_after_the_task_recovers() {
+    let task = Scripted::new([Step::Fail, Step::Panic], Step::Pend);
+    let handle = builder()
+        .with_base_restart_delay(Duration::from_millis(10))
+        .with_task("recovers", task)
+        .with_task("fine", Scripted::always(Step::Pend))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    changes.until("recovers", Failed).await;
+    assert_eq!(
+        handle.last_failure("recovers").unwrap().as_deref(),
+        Some("scripted failure")
+    );
+    changes.until("recovers", Healthy).await;
+
+    assert_eq!(
+        handle.last_failure("recovers").unwrap().as_deref(),
+        Some("panicked: scripted panic")
+    );
+    assert_eq!(handle.last_failure("fine").unwrap(), None);
+    handle.kill_task("fine").unwrap();
+    settle().await;
+    assert_eq!(
+        handle.last_failure("fine").unwrap(),
+        None,
+        "a kill is not a failure"
+    );
+    assert_eq!(
+        handle.last_failure("nobody"),
+        Err(task_supervisor::SupervisorHandleError::TaskNotFound {
+            name: "nobody".into()
+        })
+    );
+}
