@@ -6,19 +6,25 @@ use std::time::Duration;
 /// The delay before restart number `attempt` (1 for the first restart), before jitter.
 ///
 /// The first restart waits `base`; each later one doubles it, up to `base * 2^max_exponent`.
-/// The arithmetic saturates at `Duration::MAX` instead of overflowing.
+/// The arithmetic is exact until the delay itself no longer fits a `Duration`, and saturates at
+/// `Duration::MAX` from there.
 pub(crate) fn exponential_delay(base: Duration, attempt: u32, max_exponent: u32) -> Duration {
     let exponent = attempt.saturating_sub(1).min(max_exponent);
-    let factor = 1u32.checked_shl(exponent).unwrap_or(0);
-    if factor == 0 {
-        // 2^exponent does not fit in a u32: anything non-zero saturates.
-        return if base.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::MAX
-        };
+    let base = base.as_nanos();
+    if base == 0 {
+        return Duration::ZERO;
     }
-    base.saturating_mul(factor)
+    // `base` needs at most 94 bits, so a shift that keeps it within 128 bits is exact.
+    let headroom = base.leading_zeros();
+    if exponent >= headroom {
+        return Duration::MAX;
+    }
+    let nanos = base << exponent;
+    let seconds = nanos / 1_000_000_000;
+    match u64::try_from(seconds) {
+        Ok(seconds) => Duration::new(seconds, (nanos % 1_000_000_000) as u32),
+        Err(_) => Duration::MAX,
+    }
 }
 
 /// Spreads `delay` over `[delay, delay * (1 + fraction))` with `unit`, a number in `[0, 1)`.
@@ -99,9 +105,19 @@ mod tests {
     }
 
     #[test]
-    fn huge_exponents_saturate_instead_of_overflowing() {
+    fn huge_exponents_saturate_only_when_the_delay_overflows() {
         assert_eq!(exponential_delay(SECOND, u32::MAX, u32::MAX), Duration::MAX);
-        assert_eq!(exponential_delay(SECOND, 40, 40), Duration::MAX);
+        assert_eq!(
+            exponential_delay(SECOND, 41, 40),
+            Duration::from_secs(1 << 40),
+            "2^40 s still fits"
+        );
+        assert_eq!(
+            exponential_delay(Duration::from_nanos(1), 33, 40),
+            Duration::from_nanos(1 << 32),
+            "a small base keeps doubling past 2^32"
+        );
+        assert_eq!(exponential_delay(SECOND, 70, 70), Duration::MAX);
         assert_eq!(
             exponential_delay(Duration::MAX, 2, 1),
             Duration::MAX,

@@ -188,8 +188,9 @@ impl SupervisorBuilder {
     /// Builds the supervisor, making unworkable settings workable instead of failing.
     ///
     /// A dead tasks threshold that is not a number turns the check off and one outside 0..=1 is
-    /// clamped; a zero timeout or heartbeat interval becomes one millisecond; a jitter outside
-    /// 0..=1 becomes none; a name registered twice keeps its last task. Use
+    /// clamped; a zero timeout or heartbeat interval becomes one millisecond; a heartbeat interval
+    /// not shorter than the timeout becomes half the timeout; a jitter outside 0..=1 becomes
+    /// none; a name registered twice keeps its last task. Use
     /// [`try_build`](Self::try_build) to have such settings reported instead.
     pub fn build(self) -> Supervisor {
         let mut by_name: HashMap<String, usize> = HashMap::with_capacity(self.tasks.len());
@@ -197,7 +198,10 @@ impl SupervisorBuilder {
             Vec::with_capacity(self.tasks.len());
         for (name, task) in self.tasks {
             match by_name.get(&name) {
-                Some(&index) => tasks[index].1 = task,
+                Some(&index) => {
+                    let replaced = std::mem::replace(&mut tasks[index].1, task);
+                    crate::run::drop_guarded(replaced);
+                }
                 None => {
                     by_name.insert(name.clone(), tasks.len());
                     tasks.push((Arc::from(name), task));
@@ -215,14 +219,22 @@ impl SupervisorBuilder {
     /// jitter is not a fraction between 0 and 1, the timeout or the heartbeat interval is
     /// zero, or the heartbeat interval is not shorter than the timeout.
     pub fn try_build(self) -> Result<Supervisor, BuilderError> {
-        self.config.validate()?;
         let mut seen = std::collections::HashSet::with_capacity(self.tasks.len());
-        for (name, _) in &self.tasks {
-            if !seen.insert(name.as_str()) {
-                return Err(BuilderError::DuplicateTaskName { name: name.clone() });
-            }
+        let duplicate = self
+            .tasks
+            .iter()
+            .find(|(name, _)| !seen.insert(name.as_str()))
+            .map(|(name, _)| name.clone());
+        let refused = match (self.config.validate(), duplicate) {
+            (Err(error), _) => error,
+            (Ok(()), Some(name)) => BuilderError::DuplicateTaskName { name },
+            (Ok(()), None) => return Ok(self.build()),
+        };
+        // The tasks are dropped here, where a panicking `Drop` cannot unwind into the caller.
+        for (_, task) in self.tasks {
+            crate::run::drop_guarded(task);
         }
-        Ok(self.build())
+        Err(refused)
     }
 }
 

@@ -83,7 +83,8 @@ impl Config {
 
     /// Makes unworkable settings workable, for the infallible `build`: a threshold that is not
     /// a number turns the check off, one outside `0..=1` is clamped; zero durations that would
-    /// spin become one millisecond; a jitter that is not a fraction becomes none.
+    /// spin become one millisecond; a heartbeat interval not below the timeout becomes half the
+    /// timeout; a jitter that is not a fraction becomes none.
     pub(crate) fn sanitized(mut self) -> Self {
         self.dead_tasks_threshold = self
             .dead_tasks_threshold
@@ -92,6 +93,10 @@ impl Config {
         let millisecond = Duration::from_millis(1);
         self.timeout_threshold = self.timeout_threshold.max(millisecond);
         self.heartbeat_interval = self.heartbeat_interval.max(millisecond);
+        if self.heartbeat_interval >= self.timeout_threshold {
+            // A task beating at the interval it is told must not be hung between two beats.
+            self.heartbeat_interval = self.timeout_threshold / 2;
+        }
         if !(0.0..=1.0).contains(&self.restart_jitter) {
             self.restart_jitter = 0.0;
         }

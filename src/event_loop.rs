@@ -256,9 +256,15 @@ impl EventLoop {
 
         self.status_sender = None;
         let _ = self.shared.outcome.set(result);
-        // A task's `Drop` may panic; the loop must not (invariant 6).
-        let slots = std::mem::take(&mut self.slots);
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(slots)));
+        // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
+        // own, since a second panic while the first unwinds would abort the process.
+        for slot in std::mem::take(&mut self.slots) {
+            run::drop_guarded(slot);
+        }
+        // Commands that arrived as the supervisor ended may hold tasks too.
+        while let Ok(message) = self.receiver.try_recv() {
+            run::drop_guarded(message);
+        }
     }
 
     fn push_slot(&mut self, name: Arc<str>, entry: Arc<TaskEntry>, task: Box<dyn TaskTemplate>) {

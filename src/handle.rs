@@ -11,9 +11,10 @@ use tokio::sync::broadcast;
 
 use crate::error::{SupervisorError, SupervisorHandleError};
 use crate::event_loop::Message;
+use crate::run;
 use crate::status::{StatusChange, TaskStatus};
 use crate::supervisor::Shared;
-use crate::task::SupervisedTask;
+use crate::task::{SupervisedTask, TaskTemplate};
 
 /// Controls a running supervisor: adds, restarts and kills tasks, reads statuses, shuts down.
 ///
@@ -109,16 +110,25 @@ impl SupervisorHandle {
         task: impl SupervisedTask + Clone,
     ) -> Result<(), SupervisorHandleError> {
         let shared = self.shared();
-        shared.registry.add(name, |name, entry| {
-            send(
-                shared,
-                Message::Add {
-                    name,
-                    entry,
-                    task: Box::new(task),
-                },
-            )
-        })
+        let mut refused: Option<Box<dyn TaskTemplate>> = Some(Box::new(task));
+        let added = shared.registry.add(name, |name, entry| {
+            let Some(task) = refused.take() else {
+                return Err(SupervisorHandleError::SupervisorStopped);
+            };
+            shared
+                .sender
+                .send(Message::Add { name, entry, task })
+                .map_err(|unsent| {
+                    if let Message::Add { task, .. } = unsent.0 {
+                        refused = Some(task);
+                    }
+                    SupervisorHandleError::SupervisorStopped
+                })
+        });
+        // A task that was not taken is dropped here, where its `Drop` cannot unwind into
+        // the caller.
+        run::drop_guarded(refused);
+        added
     }
 
     /// Starts a fresh run of the task `name` and clears its restart count.

@@ -128,6 +128,14 @@ fn describe_panic(payload: Box<dyn Any + Send>) -> String {
     message
 }
 
+/// Drops `value` (a task, a message holding one) where a panicking `Drop` is caught: the
+/// supervisor and its callers never unwind because of a task's `Drop`.
+pub(crate) fn drop_guarded<T>(value: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        dispose(payload);
+    }
+}
+
 /// Drops a panic payload; one whose `Drop` panics as well is leaked instead, as the standard
 /// library does with a panic during a panic.
 pub(crate) fn dispose(payload: Box<dyn Any + Send>) {

@@ -1,0 +1,372 @@
+//! Model checks, with `loom`, of the state that handles, runs and the loop share: the
+//! registry (`src/registry.rs`) and a run's context (`src/context.rs`). `loom` runs each test
+//! body under every interleaving (and every weak-memory outcome) of its threads' atomic and lock
+//! operations, on the real code: built with `--cfg loom`, those files take their atomics and
+//! locks from `loom` (see `src/sync.rs`).
+//!
+//! Opt-in, since the whole crate must be built with the flag:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//! ```
+//!
+//! The threads stand for the parties the crate has: the loop (the test's main thread), a run
+//! (or a task the run handed its context to), and handles on other threads. A message to the
+//! loop is modelled by a push onto a `loom` mutex-protected queue, under the same registry
+//! lock as the real send.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+use task_supervisor::loom_model::{LoomEntry, LoomRegistry, LoomRun};
+use task_supervisor::{SupervisorHandleError, TaskStatus};
+
+/// What the loop's channel carries, as far as these checks care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    Add { name: String, id: u32 },
+    Restart { id: u32 },
+    Shutdown,
+}
+
+type Queue = Arc<Mutex<Vec<Sent>>>;
+
+fn queue() -> Queue {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn add(registry: &LoomRegistry, queue: &Queue, name: &str) -> Result<(), SupervisorHandleError> {
+    registry.add(name, |name, entry| {
+        queue.lock().unwrap().push(Sent::Add {
+            name: name.to_string(),
+            id: entry.id(),
+        });
+        Ok(())
+    })
+}
+
+fn sent(queue: &Queue) -> Vec<Sent> {
+    queue.lock().unwrap().clone()
+}
+
+/// Where a status lies on the path a fresh task's statuses take.
+fn rank(status: TaskStatus) -> u8 {
+    match status {
+        TaskStatus::Created => 0,
+        TaskStatus::Starting => 1,
+        TaskStatus::Healthy => 2,
+        other => panic!("{other} was never published"),
+    }
+}
+
+// ----- heartbeats -----
+
+/// The loop checks a run's heartbeat (its timeout fell due) while the run beats. The check may
+/// see the beat or not, but a beat the loop was told about (the progress message, modelled by a
+/// release store the loop acquires) is always visible to the check that follows, and the
+/// stamps the loop reads never go backwards.
+#[test]
+fn a_heartbeat_racing_the_timeout_check_is_never_half_seen() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let announced = Arc::new(AtomicBool::new(false));
+        let beater = {
+            let run = Arc::clone(&run);
+            let announced = Arc::clone(&announced);
+            thread::spawn(move || {
+                run.beat();
+                announced.store(true, Ordering::Release);
+                run.beat();
+            })
+        };
+
+        // The loop: a timeout check, then whatever it learns.
+        let checked = run.last_beat();
+        let told = announced.load(Ordering::Acquire);
+        let rechecked = run.last_beat();
+        if told {
+            assert!(
+                rechecked.is_some(),
+                "an announced beat is visible to the loop"
+            );
+        }
+        assert!(
+            rechecked >= checked,
+            "stamps went backwards: {checked:?} then {rechecked:?}"
+        );
+
+        beater.join().unwrap();
+        let last = run
+            .last_beat()
+            .expect("both beats happened before the join");
+        assert!(Some(last) >= rechecked);
+        assert_eq!(
+            run.progress_messages(),
+            1,
+            "the first beat is announced exactly once"
+        );
+    });
+}
+
+/// Two parties of one run (the run and a task it handed its context to) send their first beat
+/// at the same time: the loop hears of a first beat exactly once.
+#[test]
+fn racing_first_beats_are_announced_once() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let helper = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.beat())
+        };
+        run.beat();
+        helper.join().unwrap();
+        assert!(run.last_beat().is_some());
+        assert_eq!(run.progress_messages(), 1);
+    });
+}
+
+// ----- the stop handshake -----
+
+/// Context invariant 3: once the loop has asked a run to stop, the run's token is cancelled,
+/// whether the run asked for its token before or after. The loop treats the run as
+/// cooperative (grace period) exactly when the run asked first.
+#[test]
+fn a_stop_racing_a_token_request_always_cancels_the_token() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let asker = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.token())
+        };
+        let cooperative = run.request_stop();
+        let token = asker.join().unwrap();
+        assert!(
+            token.is_cancelled(),
+            "a stopped run's token is cancelled (cooperative: {cooperative})"
+        );
+        assert!(run.token().is_cancelled());
+        assert!(run.is_stop_requested());
+    });
+}
+
+/// `is_cancelled` racing a stop: exactly one side sees the other's flag, so either the run
+/// learns of the stop, or the loop learns that the run is cooperative (and gives it the grace
+/// period, during which the run's next check sees the stop).
+#[test]
+fn a_stop_racing_a_cancellation_check_is_seen_by_exactly_one_side() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let checker = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.is_stop_requested())
+        };
+        let cooperative = run.request_stop();
+        let saw_stop = checker.join().unwrap();
+        assert_ne!(saw_stop, cooperative, "exactly one side comes second");
+        assert!(run.is_stop_requested(), "a later check sees the stop");
+        assert!(run.token().is_cancelled(), "a later token is cancelled");
+    });
+}
+
+/// Two parties of one run ask for the token while the loop stops the run: both get the same,
+/// cancelled token.
+#[test]
+fn a_stop_racing_two_token_requests_cancels_the_one_token() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let first = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.token())
+        };
+        let second = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.token())
+        };
+        run.request_stop();
+        let (first, second) = (first.join().unwrap(), second.join().unwrap());
+        assert!(first.is_cancelled() && second.is_cancelled());
+    });
+}
+
+// ----- the registry -----
+
+/// Two handles add the same name at once (and a third adds another name): exactly one add of
+/// the name wins, the other gets `TaskAlreadyExists`, exactly one `Add` per name reaches the
+/// loop, and ids reach the loop in the order they were given.
+#[test]
+fn a_duplicate_add_racing_another_add_registers_the_name_once() {
+    loom::model(|| {
+        let registry = Arc::new(LoomRegistry::new());
+        let queue = queue();
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let registry = Arc::clone(&registry);
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || add(&registry, &queue, "same"))
+            })
+            .collect();
+        let other = add(&registry, &queue, "other");
+        let results: Vec<_> = racers
+            .into_iter()
+            .map(|racer| racer.join().unwrap())
+            .collect();
+
+        assert_eq!(other, Ok(()));
+        assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+        assert!(
+            results.contains(&Err(SupervisorHandleError::TaskAlreadyExists {
+                name: "same".into()
+            }))
+        );
+        let sent = sent(&queue);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let ids: Vec<u32> = sent
+            .iter()
+            .map(|message| match message {
+                Sent::Add { id, .. } => *id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [0, 1], "ids arrive in the order they were given");
+        assert_eq!(registry.status("same"), Ok(Some(TaskStatus::Created)));
+        assert_eq!(registry.statuses().unwrap().len(), 2);
+    });
+}
+
+/// An add racing a shutdown: either the add wins and its `Add` reaches the loop before the
+/// `Shutdown`, or it fails with `SupervisorStopped` and nothing of it reaches the loop.
+#[test]
+fn an_add_racing_a_shutdown_is_either_delivered_first_or_refused() {
+    loom::model(|| {
+        let registry = Arc::new(LoomRegistry::new());
+        let queue = queue();
+        let adder = {
+            let registry = Arc::clone(&registry);
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || add(&registry, &queue, "late"))
+        };
+        let closed = registry.close(|| {
+            queue.lock().unwrap().push(Sent::Shutdown);
+            Ok(())
+        });
+        let added = adder.join().unwrap();
+
+        assert_eq!(closed, Ok(()));
+        let sent = sent(&queue);
+        match added {
+            Ok(()) => assert_eq!(
+                sent,
+                [
+                    Sent::Add {
+                        name: "late".into(),
+                        id: 0
+                    },
+                    Sent::Shutdown
+                ]
+            ),
+            Err(error) => {
+                assert_eq!(error, SupervisorHandleError::SupervisorStopped);
+                assert_eq!(sent, [Sent::Shutdown]);
+                assert_eq!(
+                    registry.status("late"),
+                    Ok(None),
+                    "a refused add leaves nothing"
+                );
+            }
+        }
+    });
+}
+
+/// The loop stopping by itself (every task final) closes the registry only if no command is
+/// on its way: an add racing that decision is never accepted and then lost.
+#[test]
+fn an_add_racing_the_loops_own_stop_is_never_lost() {
+    loom::model(|| {
+        let registry = Arc::new(LoomRegistry::new());
+        let queue = queue();
+        let adder = {
+            let registry = Arc::clone(&registry);
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || add(&registry, &queue, "late"))
+        };
+        let closed = registry.close_if(|| queue.lock().unwrap().is_empty());
+        let added = adder.join().unwrap();
+        assert_eq!(
+            closed,
+            added.is_err(),
+            "closed: {closed}, add: {added:?}; an accepted add must keep the loop running"
+        );
+        assert_eq!(registry.is_running(), !closed);
+    });
+}
+
+/// A status read racing the loop's publishing (a task starting, then proving healthy) and a
+/// restart command: the reader sees published statuses only, in the order they were published,
+/// and the restart reaches the loop unless the shutdown came first.
+#[test]
+fn a_status_read_racing_a_publish_and_a_restart_sees_only_published_statuses_in_order() {
+    loom::model(|| {
+        let registry = Arc::new(LoomRegistry::new());
+        let queue = queue();
+        let mut entry: Option<LoomEntry> = None;
+        add(&registry, &queue, "task").unwrap();
+        registry
+            .add("watched", |_, added| {
+                entry = Some(added);
+                Ok(())
+            })
+            .unwrap();
+        let entry = entry.expect("the add hands over the entry");
+
+        let reader = {
+            let registry = Arc::clone(&registry);
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || {
+                let first = registry.status("watched").unwrap().unwrap();
+                let restarted = registry.command("watched", |id| {
+                    queue.lock().unwrap().push(Sent::Restart { id });
+                    Ok(())
+                });
+                let second = registry.status("watched").unwrap().unwrap();
+                (first, restarted, second)
+            })
+        };
+        // The loop publishes a start, then the run proves alive, then it is shut down.
+        entry.publish(TaskStatus::Starting);
+        entry.publish(TaskStatus::Healthy);
+        registry
+            .close(|| {
+                queue.lock().unwrap().push(Sent::Shutdown);
+                Ok(())
+            })
+            .unwrap();
+        let (first, restarted, second) = reader.join().unwrap();
+
+        assert!(rank(first) <= rank(second), "read {first} then {second}");
+        assert_eq!(entry.status(), TaskStatus::Healthy);
+        let sent = sent(&queue);
+        let restart = Sent::Restart { id: entry.id() };
+        match restarted {
+            Ok(()) => {
+                let at = sent.iter().position(|message| *message == restart);
+                let shutdown = sent.iter().position(|message| *message == Sent::Shutdown);
+                assert!(
+                    at < shutdown,
+                    "the restart reaches the loop before the shutdown: {sent:?}"
+                );
+            }
+            Err(error) => {
+                assert_eq!(error, SupervisorHandleError::SupervisorStopped);
+                assert!(!sent.contains(&restart));
+            }
+        }
+        // Statuses can still be read while shutting down, and not once stopped.
+        assert_eq!(registry.status("watched"), Ok(Some(TaskStatus::Healthy)));
+        registry.mark_stopped();
+        assert_eq!(
+            registry.status("watched"),
+            Err(SupervisorHandleError::SupervisorStopped)
+        );
+    });
+}
