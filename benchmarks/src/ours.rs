@@ -1,0 +1,364 @@
+//! Every scenario with this crate, as its documentation says to write it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use task_supervisor::{
+    async_trait, heartbeat, SupervisedTask, SupervisorBuilder, SupervisorHandle, TaskContext,
+    TaskResult,
+};
+
+use crate::common::{self, Probe};
+use crate::measure::{self, Entered, Live, Restarts};
+use crate::{Metrics, Params, Scenario, LONG_SLEEP};
+
+/// See [`crate::run`].
+pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metrics> {
+    Some(match scenario {
+        Scenario::Start => start(n).await,
+        Scenario::Idle => idle(n, params).await,
+        Scenario::Beat => beat(n, params).await,
+        Scenario::Restart => restart(params, false).await,
+        Scenario::Panic => restart(params, true).await,
+        Scenario::Hang => hang(params).await,
+        Scenario::Status => status(n, params).await,
+        Scenario::Shutdown => shutdown(n).await,
+        Scenario::Storm => storm(params).await,
+    })
+}
+
+/// A task that sleeps for the length of the benchmark.
+#[derive(Clone)]
+pub struct Sleeper(pub Arc<Entered>);
+
+#[async_trait]
+impl SupervisedTask for Sleeper {
+    async fn run(&mut self) -> TaskResult {
+        self.0.enter();
+        tokio::time::sleep(LONG_SLEEP).await;
+        Ok(())
+    }
+}
+
+/// A supervisor running `n` sleepers, added one by one through the handle.
+pub async fn sleepers(
+    names: &[String],
+    entered: &Arc<Entered>,
+) -> (SupervisorHandle, common::Started) {
+    let handle = SupervisorBuilder::new().build().run();
+    let started = common::start(entered, async {
+        for name in names {
+            handle
+                .add_task(name, Sleeper(Arc::clone(entered)))
+                .expect("add_task");
+        }
+    })
+    .await;
+    (handle, started)
+}
+
+async fn start(n: usize) -> Metrics {
+    let names = crate::names(n);
+    let rss0 = measure::rss_bytes();
+    let entered = Arc::new(Entered::new(n));
+    let (handle, started) = sleepers(&names, &entered).await;
+    let metrics = common::start_metrics(n, &started, rss0).await;
+    drop(handle);
+    metrics
+}
+
+async fn idle(n: usize, params: &Params) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(n));
+    let (_handle, _) = sleepers(&names, &entered).await;
+    let (cpu, rusage) = common::cpu_over(Duration::from_millis(300), params.idle_window).await;
+    vec![("cpu_pct", cpu), ("rusage_cpu_pct", rusage)]
+}
+
+#[derive(Clone)]
+struct Beater {
+    entered: Arc<Entered>,
+    index: usize,
+    n: usize,
+    base: tokio::time::Instant,
+    period: Duration,
+    /// Diagnostic (`BENCH_BEAT_PLAIN=1`): store into a plain atomic instead of beating, so the
+    /// supervisor watches nothing; what is left is the cost of running under it.
+    plain: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+#[async_trait]
+impl SupervisedTask for Beater {
+    async fn run(&mut self) -> TaskResult {
+        self.entered.enter();
+        loop {
+            match &self.plain {
+                None => {
+                    heartbeat();
+                }
+                Some(slot) => crate::raw::beat_into(slot),
+            }
+            let now = tokio::time::Instant::now();
+            let next = common::next_beat(self.base, self.index, self.n, self.period, now);
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        self.plain.is_none()
+    }
+}
+
+/// Times back-to-back calls of `heartbeat()` inside a supervised run.
+#[derive(Clone)]
+struct BeatProbe {
+    calls: u32,
+    result: Probe,
+    done: Arc<Entered>,
+}
+
+#[async_trait]
+impl SupervisedTask for BeatProbe {
+    async fn run(&mut self) -> TaskResult {
+        let t0 = Instant::now();
+        for _ in 0..self.calls {
+            heartbeat();
+        }
+        self.result
+            .store(t0.elapsed().as_nanos() as u64, Ordering::Release);
+        self.done.enter();
+        std::future::pending().await
+    }
+}
+
+async fn beat(n: usize, params: &Params) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(n));
+    let plain = std::env::var_os("BENCH_BEAT_PLAIN").is_some();
+    let handle = SupervisorBuilder::new()
+        .with_timeout_threshold(params.beat_timeout)
+        .with_heartbeat_interval(params.beat_period)
+        // Shorter than the default 3 s, so the steady state is reached within the warm-up.
+        .with_health_check_initial_delay(params.beat_period)
+        .build()
+        .run();
+    let base = common::beat_base();
+    common::start(&entered, async {
+        for (index, name) in names.iter().enumerate() {
+            handle
+                .add_task(
+                    name,
+                    Beater {
+                        entered: Arc::clone(&entered),
+                        index,
+                        n,
+                        base,
+                        period: params.beat_period,
+                        plain: plain.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
+                    },
+                )
+                .expect("add_task");
+        }
+    })
+    .await;
+    let (cpu, rusage) = common::cpu_over(params.beat_warmup, params.beat_window).await;
+    let restarts = handle
+        .get_all_task_statuses()
+        .await
+        .expect("statuses")
+        .values()
+        .filter(|status| !status.is_healthy())
+        .count();
+
+    let probe = Probe::default();
+    let done = Arc::new(Entered::new(1));
+    handle
+        .add_task(
+            "beat-probe",
+            BeatProbe {
+                calls: params.beat_calls,
+                result: Arc::clone(&probe),
+                done: Arc::clone(&done),
+            },
+        )
+        .expect("add_task");
+    done.wait().await;
+    let call_ns = probe.load(Ordering::Acquire) as f64 / f64::from(params.beat_calls);
+    vec![
+        ("cpu_pct", cpu),
+        ("rusage_cpu_pct", rusage),
+        ("call_ns", call_ns),
+        ("not_healthy", restarts as f64),
+    ]
+}
+
+#[derive(Clone)]
+struct Failing {
+    state: Arc<Restarts>,
+    panic: bool,
+}
+
+#[async_trait]
+impl SupervisedTask for Failing {
+    async fn run(&mut self) -> TaskResult {
+        self.state.enter();
+        self.state.end();
+        if self.panic {
+            panic!("failing on purpose");
+        }
+        Err("failing on purpose".into())
+    }
+}
+
+async fn restart(params: &Params, panic: bool) -> Metrics {
+    let state = Arc::new(Restarts::new(params.restart_samples));
+    let _handle = SupervisorBuilder::new()
+        .with_unlimited_restarts()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_restart_jitter(0.0)
+        .with_task(
+            "failing",
+            Failing {
+                state: Arc::clone(&state),
+                panic,
+            },
+        )
+        .build()
+        .run();
+    common::restart_metrics(&state, params).await
+}
+
+/// Beats five times, 10 ms apart, then hangs without asking for its cancellation token.
+#[derive(Clone)]
+struct Hanger(Arc<Restarts>);
+
+#[async_trait]
+impl SupervisedTask for Hanger {
+    async fn run(&mut self) -> TaskResult {
+        self.0.enter();
+        for _ in 0..5 {
+            heartbeat();
+            self.0.end();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::future::pending().await
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        true
+    }
+}
+
+fn hanging_supervisor(
+    state: &Arc<Restarts>,
+    params: &Params,
+    initial_delay: Option<Duration>,
+) -> SupervisorHandle {
+    let mut builder = SupervisorBuilder::new()
+        .with_unlimited_restarts()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_restart_jitter(0.0)
+        .with_timeout_threshold(params.hang_timeout)
+        .with_heartbeat_interval(Duration::from_millis(10));
+    if let Some(delay) = initial_delay {
+        builder = builder.with_health_check_initial_delay(delay);
+    }
+    builder
+        .with_task("hanging", Hanger(Arc::clone(state)))
+        .build()
+        .run()
+}
+
+/// Hangs 50 ms into each run. The main figures use no start-up grace, so that a cycle lasts
+/// about one timeout; `first_hang_ms` is one hang under the default grace (3 s), which shows
+/// how long a run that hangs early really goes unnoticed.
+async fn hang(params: &Params) -> Metrics {
+    let state = Arc::new(Restarts::new(params.hang_cycles));
+    state.recording.store(true, Ordering::Release);
+    let handle = hanging_supervisor(&state, params, Some(Duration::ZERO));
+    let mut metrics = common::hang_metrics(&state, params.hang_cycles, params.hang_timeout).await;
+    drop(handle);
+
+    let first = Arc::new(Restarts::new(1));
+    first.recording.store(true, Ordering::Release);
+    let _handle = hanging_supervisor(&first, params, None);
+    let once = common::hang_metrics(&first, 1, params.hang_timeout).await;
+    let detect = once
+        .iter()
+        .find(|(key, _)| *key == "detect_p50_ms")
+        .map_or(f64::NAN, |(_, value)| *value);
+    metrics.push(("first_hang_ms", detect));
+    metrics
+}
+
+async fn status(n: usize, params: &Params) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(n));
+    let (handle, _) = sleepers(&names, &entered).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::status_metrics(
+        n,
+        params,
+        |index| {
+            let handle = &handle;
+            let name = &names[index];
+            async move {
+                let status = handle.get_task_status(name).await.expect("status");
+                std::hint::black_box(status);
+            }
+        },
+        || async {
+            handle
+                .get_all_task_statuses()
+                .await
+                .expect("statuses")
+                .len()
+        },
+    )
+    .await
+}
+
+async fn shutdown(n: usize) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(n));
+    let (handle, _) = sleepers(&names, &entered).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    handle.shutdown().expect("shutdown");
+    handle.wait().await.expect("wait");
+    vec![("ms", t0.elapsed().as_secs_f64() * 1e3)]
+}
+
+/// Waits for cancellation through its token, then returns: a run that finishes cleanly.
+#[derive(Clone)]
+struct Stormed(Arc<Live>);
+
+#[async_trait]
+impl SupervisedTask for Stormed {
+    async fn run(&mut self) -> TaskResult {
+        let _guard = self.0.enter();
+        let token = TaskContext::current()
+            .expect("inside a run")
+            .cancellation_token();
+        token.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn storm(params: &Params) -> Metrics {
+    let live = Arc::new(Live::default());
+    let handle = SupervisorBuilder::new()
+        .with_task("stormed", Stormed(Arc::clone(&live)))
+        .build()
+        .run();
+    while live.runs() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let t0 = Instant::now();
+    for _ in 0..params.storm_requests {
+        handle.restart("stormed").expect("restart");
+    }
+    let issued = t0.elapsed();
+    common::storm_metrics(&live, t0, issued).await
+}
