@@ -86,6 +86,15 @@ impl RunShared {
         }
     }
 
+    /// Makes this state new again for the run `id`. Only possible through `Arc::get_mut`, so
+    /// nothing else holds it: no beat or stop of the last run can reach the next one.
+    pub(crate) fn reset(&mut self, id: RunId) {
+        self.id = id;
+        self.last_beat = AtomicU64::new(0);
+        self.flags = AtomicU8::new(0);
+        self.token = OnceLock::new();
+    }
+
     pub(crate) fn settings(&self) -> &RunSettings {
         &self.settings
     }

@@ -91,6 +91,9 @@ enum TimerKind {
     Grace,
 }
 
+/// How many more ready events of one kind a wake-up handles before it looks at the others.
+const BATCH: usize = 64;
+
 /// No deadline, or no queued tick.
 const NEVER: u64 = u64::MAX;
 
@@ -114,7 +117,6 @@ struct LiveRun {
     stopping: bool,
     /// Whether it has been aborted (dropped without waiting for it to return).
     aborted: bool,
-    started_at: Instant,
 }
 
 /// Everything the loop knows about one task.
@@ -128,6 +130,8 @@ struct Slot {
     attempts: u32,
     generation: u32,
     run: Option<LiveRun>,
+    /// The shared state of the last run, kept for the next one.
+    spare_run: Option<Arc<RunShared>>,
     after_exit: AfterExit,
     timer: Timer,
     healthy_since: Option<Instant>,
@@ -245,8 +249,19 @@ impl EventLoop {
             tokio::select! {
                 Some(joined) = self.runs.join_next(), if !self.runs.is_empty() => {
                     self.on_joined(joined);
+                    // What else is ready now, in a bounded batch: one wake-up, many events.
+                    for _ in 0..BATCH {
+                        let Some(joined) = self.runs.try_join_next() else { break };
+                        self.on_joined(joined);
+                    }
                 }
-                Some(message) = self.receiver.recv() => self.on_message(message),
+                Some(message) = self.receiver.recv() => {
+                    self.on_message(message);
+                    for _ in 0..BATCH {
+                        let Ok(message) = self.receiver.try_recv() else { break };
+                        self.on_message(message);
+                    }
+                }
                 () = &mut sleep, if sleeping_until.is_some() => {
                     sleeping_until = None;
                     self.on_timers();
@@ -287,6 +302,7 @@ impl EventLoop {
             attempts: 0,
             generation: 0,
             run: None,
+            spare_run: None,
             after_exit: AfterExit::Decide,
             timer: Timer {
                 kind: TimerKind::BackOff,
@@ -411,7 +427,16 @@ impl EventLoop {
             slot: index as u32,
             generation: slot.generation,
         };
-        let shared = Arc::new(RunShared::new(id, Arc::clone(&self.settings)));
+        // The last run's shared state is reused unless something (a `TaskContext` the run
+        // gave away) still holds it: a restart then allocates nothing for it.
+        let shared = slot
+            .spare_run
+            .take()
+            .and_then(|mut spare| {
+                Arc::get_mut(&mut spare)?.reset(id);
+                Some(spare)
+            })
+            .unwrap_or_else(|| Arc::new(RunShared::new(id, Arc::clone(&self.settings))));
         let watched = slot.declares_heartbeats;
         let abort = match catch_unwind(AssertUnwindSafe(|| slot.template.make_run())) {
             Ok(task) => self
@@ -425,14 +450,12 @@ impl EventLoop {
                 self.runs.spawn(run::failed_to_start(id, message))
             }
         };
-        let now = Instant::now();
         slot.run = Some(LiveRun {
             shared,
             abort,
             watched,
             stopping: false,
             aborted: false,
-            started_at: now,
         });
         slot.after_exit = AfterExit::Decide;
         slot.timer.due = NEVER;
@@ -440,7 +463,8 @@ impl EventLoop {
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.
-            if let Some(first_beat_due) = now.checked_add(self.config.health_check_initial_delay) {
+            let first_beat_due = Instant::now().checked_add(self.config.health_check_initial_delay);
+            if let Some(first_beat_due) = first_beat_due {
                 self.watch(index, first_beat_due);
             }
         }
@@ -541,6 +565,7 @@ impl EventLoop {
             if run.aborted {
                 self.aborted.remove(&run.abort.id());
             }
+            slot.spare_run = Some(run.shared);
         }
         slot.timer.due = NEVER;
         match std::mem::replace(&mut slot.after_exit, AfterExit::Decide) {
@@ -564,19 +589,21 @@ impl EventLoop {
     }
 
     fn fail_and_restart(&mut self, index: usize, reason: Arc<str>) {
-        if self.fail(index, reason, Instant::now()) {
+        if self.fail(index, reason, None) {
             self.schedule_restart(index);
         }
     }
 
-    /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`:
-    /// `Failed` with one more attempt used, or `Dead` when none is left. Returns whether it
-    /// will be restarted.
-    fn fail(&mut self, index: usize, reason: Arc<str>, healthy_until: Instant) -> bool {
+    /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`
+    /// (`None`: until now): `Failed` with one more attempt used, or `Dead` when none is left.
+    /// Returns whether it will be restarted.
+    fn fail(&mut self, index: usize, reason: Arc<str>, healthy_until: Option<Instant>) -> bool {
         let stable_after = self.config.task_being_stable_after;
         let slot = &mut self.slots[index];
         if let Some(since) = slot.healthy_since.take() {
-            if healthy_until.saturating_duration_since(since) >= stable_after {
+            // The clock is read only for a run that proved healthy: a crash loop skips it.
+            let until = healthy_until.unwrap_or_else(Instant::now);
+            if until.saturating_duration_since(since) >= stable_after {
                 slot.attempts = 0;
             }
         }
@@ -694,8 +721,9 @@ impl EventLoop {
         }
         let silent_since = match run.shared.last_beat() {
             Some(stamp) => self.settings.instant_of(stamp),
-            // Declared heartbeats and none yet: the start-up grace is over.
-            None => run.started_at,
+            // Declared heartbeats and none yet: the start-up grace is over, and the run was
+            // never healthy.
+            None => now,
         };
         let timeout = self.config.timeout_threshold;
         let beat_recently = run.shared.last_beat().is_some()
@@ -708,7 +736,7 @@ impl EventLoop {
         }
         let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
         // The silence was not healthy time: it must not earn the task its attempts back.
-        let restart = self.fail(index, reason, silent_since);
+        let restart = self.fail(index, reason, Some(silent_since));
         let slot = &mut self.slots[index];
         if slot.run.as_ref().is_some_and(|run| !run.stopping) {
             slot.after_exit = if restart {

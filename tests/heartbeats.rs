@@ -365,3 +365,86 @@ async fn silence_does_not_count_as_stable_time() {
     );
     assert_eq!(task.liveness.runs(), 2);
 }
+
+// A restart reuses the last run's shared state when nothing else holds it: the next run must
+// start with no beat of the last one, or its own first beat would go unnoticed.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_run_does_not_inherit_the_last_runs_beats() {
+    let every = Duration::from_millis(10);
+    let task = Scripted::new(
+        [Step::BeatThenHang { every, beats: 3 }],
+        Step::BeatForever { every },
+    )
+    .declaring_heartbeats();
+    let handle = builder()
+        .with_base_restart_delay(Duration::from_millis(10))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    handle.add_task("fresh", task.clone()).unwrap();
+    changes.until("fresh", Failed).await;
+    let (restarted_at, _) = changes.until("fresh", Starting).await;
+    let (healthy_at, _) = changes.until("fresh", Healthy).await;
+
+    assert_eq!(
+        healthy_at, restarted_at,
+        "its first beat proved it alive at once"
+    );
+    assert_eq!(
+        changes.sequence("fresh"),
+        [Starting, Healthy, Failed, Starting, Healthy]
+    );
+}
+
+// A context kept after its run ended belongs to that run: beating through it does nothing to
+// the next run.
+#[tokio::test(start_paused = true)]
+async fn a_context_kept_from_an_ended_run_does_not_reach_the_next() {
+    use async_trait::async_trait;
+    use task_supervisor::{SupervisedTask, TaskContext, TaskResult};
+
+    #[derive(Clone)]
+    struct Leaks(Arc<Mutex<Option<TaskContext>>>);
+
+    #[async_trait]
+    impl SupervisedTask for Leaks {
+        async fn run(&mut self) -> TaskResult {
+            let first = {
+                let mut kept = self.0.lock().unwrap();
+                let first = kept.is_none();
+                if first {
+                    *kept = TaskContext::current();
+                }
+                first
+            };
+            if first {
+                return Err("first run".into());
+            }
+            std::future::pending().await
+        }
+    }
+
+    let kept = Arc::new(Mutex::new(None));
+    let handle = builder()
+        .with_base_restart_delay(Duration::from_millis(10))
+        .with_task("leaks", Leaks(Arc::clone(&kept)))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    changes.until("leaks", Healthy).await;
+
+    let old = kept
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the first run kept its context");
+    old.heartbeat();
+    advance(Duration::from_secs(60)).await;
+
+    // Had the beat reached the second run, it would be watched, and hung by now.
+    assert_eq!(
+        handle.get_task_status("leaks").await.unwrap(),
+        Some(Healthy)
+    );
+}
