@@ -40,7 +40,7 @@ use crate::context::{RunSettings, RunShared};
 use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
 use crate::registry::TaskEntry;
-use crate::run::{self, panic_message, RunExit, RunId, RunOutcome, RunProgress};
+use crate::run::{self, RunExit, RunId, RunOutcome, RunProgress};
 use crate::status::{StatusChange, TaskStatus};
 use crate::supervisor::Shared;
 use crate::task::TaskTemplate;
@@ -291,8 +291,11 @@ impl EventLoop {
                 "task id does not match its slot; this is a bug in task-supervisor"
             );
         }
-        let declares_heartbeats =
-            catch_unwind(AssertUnwindSafe(|| task.sends_heartbeats())).unwrap_or(false);
+        let declares_heartbeats = catch_unwind(AssertUnwindSafe(|| task.sends_heartbeats()))
+            .unwrap_or_else(|payload| {
+                run::dispose(payload);
+                false
+            });
         self.slots.push(Slot {
             name,
             entry,
@@ -445,7 +448,7 @@ impl EventLoop {
             Err(payload) => {
                 let message = format!(
                     "making the run's instance panicked: {}",
-                    panic_message(payload.as_ref())
+                    run::describe_panic(payload)
                 );
                 self.runs.spawn(run::failed_to_start(id, message))
             }

@@ -121,7 +121,7 @@ pub(crate) async fn supervise(
 
 /// Reads a panic's message and drops its payload, where a panicking `Drop` of the payload
 /// is caught too.
-fn describe_panic(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn describe_panic(payload: Box<dyn Any + Send>) -> String {
     let message = catch_unwind(AssertUnwindSafe(|| panic_message(payload.as_ref())))
         .unwrap_or_else(|_| "panic with a payload that could not be read".to_owned());
     dispose(payload);
