@@ -1221,8 +1221,8 @@ async fn a_task_whose_clone_panics_fails_each_start_and_dies() {
     assert_eq!(shut_down(&handle).await, Ok(()));
 }
 
-// One task whose `Drop` panics per supervisor: two of them abort the process when the
-// supervisor ends (see `two_tasks_that_panic_when_dropped_do_not_abort_the_process`).
+// One task whose `Drop` panics per supervisor here; several in one supervisor are covered by
+// `two_tasks_that_panic_when_dropped_do_not_abort_the_process`.
 
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_instance_panics_when_dropped_counts_as_failed() {
