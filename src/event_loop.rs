@@ -722,21 +722,21 @@ impl EventLoop {
         if run.stopping {
             return;
         }
+        let timeout = self.config.timeout_threshold;
+        // One read of the beat the run's thread keeps writing: both decisions below use it.
         let silent_since = match run.shared.last_beat() {
-            Some(stamp) => self.settings.instant_of(stamp),
+            Some(stamp) => {
+                let last_beat = self.settings.instant_of(stamp);
+                if last_beat.checked_add(timeout).is_some_and(|due| due > now) {
+                    self.watch(index, last_beat);
+                    return;
+                }
+                last_beat
+            }
             // Declared heartbeats and none yet: the start-up grace is over, and the run was
             // never healthy.
             None => now,
         };
-        let timeout = self.config.timeout_threshold;
-        let beat_recently = run.shared.last_beat().is_some()
-            && silent_since
-                .checked_add(timeout)
-                .is_some_and(|deadline| deadline > now);
-        if beat_recently {
-            self.watch(index, silent_since);
-            return;
-        }
         let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
         // The silence was not healthy time: it must not earn the task its attempts back.
         let restart = self.fail(index, reason, Some(silent_since));
