@@ -11,13 +11,20 @@
 //! 2. `last_beat` is `0` until the run's first beat, and a valid stamp from then on.
 //! 3. Once the loop has asked a run to stop, the run's cancellation token is cancelled, whether
 //!    the run asked for the token before or after the stop.
+//! 4. One `RunShared` serves one run at a time. Its driver may hand it on to the next run in
+//!    place ([`RunShared::renew`]) only when nothing but the driver and the loop holds it, the
+//!    run never proved alive, never asked for its token and was never asked to stop; the
+//!    generation it carries then moves on, so a stop meant for the old run cannot reach the new
+//!    one ([`RunShared::request_stop`] with an expected generation).
 //!
 //! # Why sharing is safe
 //!
 //! The run and the loop share only atomics and a `OnceLock`. The stop handshake (invariant 3)
-//! runs through one atomic: the loop sets `STOP`, a run asking for its token sets
-//! `COOPERATIVE`, and each side reads the other's flag from the same read-modify-write, so
-//! whichever side comes second cancels the token.
+//! runs through one atomic word that holds the run's generation and its flags: the loop sets
+//! `STOP`, a run asking for its token sets `COOPERATIVE`, and each side reads the other's flag
+//! from the same read-modify-write, so whichever side comes second cancels the token. A renewal
+//! is a compare-and-swap of that same word from "this generation, no flag" to "next generation,
+//! no flag": it and a stop are ordered, and exactly one of them wins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,17 +34,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event_loop::Message;
 use crate::run::{RunId, RunProgress};
-use crate::sync::{AtomicU64, AtomicU8, OnceLock, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
 
 tokio::task_local! {
     static CURRENT_RUN: Arc<RunShared>;
 }
 
 /// Set by the loop when it wants the run to end.
-const STOP: u8 = 1;
+const STOP: u64 = 1;
 /// Set once the run has asked for its cancellation token or checked for cancellation: such a
 /// run gets the grace period to finish; any other run is dropped at once.
-const COOPERATIVE: u8 = 2;
+const COOPERATIVE: u64 = 2;
+/// The flags live in the low bits of the state word, the generation in the high 32.
+const GENERATION_SHIFT: u32 = 32;
+
+fn state_of(generation: u32) -> u64 {
+    u64::from(generation) << GENERATION_SHIFT
+}
+
+fn generation_of(state: u64) -> u32 {
+    (state >> GENERATION_SHIFT) as u32
+}
 
 /// Settings shared by every run of one supervisor.
 #[derive(Debug)]
@@ -46,6 +63,13 @@ pub(crate) struct RunSettings {
     pub(crate) epoch: Instant,
     /// The beat period tasks are told to keep.
     pub(crate) heartbeat_interval: Duration,
+    /// Whether a failed run is followed by the next one at once (the back-off is zero), so its
+    /// driver may start it in place.
+    pub(crate) restart_in_place: bool,
+    /// How many restarts a task may use before it is dead (`None`: no limit).
+    pub(crate) max_restart_attempts: Option<u32>,
+    /// Set once the supervisor is ending: no more restarts in place.
+    pub(crate) ending: Arc<std::sync::atomic::AtomicBool>,
     /// Where runs report progress to the loop: one sender for all runs, not one per run.
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<Message>,
 }
@@ -66,11 +90,14 @@ impl RunSettings {
 /// State shared between one run and the loop.
 #[derive(Debug)]
 pub(crate) struct RunShared {
-    id: RunId,
+    slot: u32,
+    /// Restarts in place its driver has reported and the loop has not handled yet.
+    unreported: AtomicU32,
     settings: Arc<RunSettings>,
     /// Stamp of the last heartbeat, `0` before the first one.
     last_beat: AtomicU64,
-    flags: AtomicU8,
+    /// The run's generation (high 32 bits) and its flags (`STOP`, `COOPERATIVE`).
+    state: AtomicU64,
     /// Made on first request: most runs never ask for one.
     token: OnceLock<CancellationToken>,
 }
@@ -78,10 +105,11 @@ pub(crate) struct RunShared {
 impl RunShared {
     pub(crate) fn new(id: RunId, settings: Arc<RunSettings>) -> Self {
         Self {
-            id,
+            slot: id.slot,
+            unreported: AtomicU32::new(0),
             settings,
             last_beat: AtomicU64::new(0),
-            flags: AtomicU8::new(0),
+            state: AtomicU64::new(state_of(id.generation)),
             token: OnceLock::new(),
         }
     }
@@ -89,10 +117,54 @@ impl RunShared {
     /// Makes this state new again for the run `id`. Only possible through `Arc::get_mut`, so
     /// nothing else holds it: no beat or stop of the last run can reach the next one.
     pub(crate) fn reset(&mut self, id: RunId) {
-        self.id = id;
+        self.slot = id.slot;
+        self.unreported = AtomicU32::new(0);
         self.last_beat = AtomicU64::new(0);
-        self.flags = AtomicU8::new(0);
+        self.state = AtomicU64::new(state_of(id.generation));
         self.token = OnceLock::new();
+    }
+
+    /// The run this state currently serves.
+    pub(crate) fn id(&self) -> RunId {
+        RunId {
+            slot: self.slot,
+            generation: self.generation(),
+        }
+    }
+
+    /// The generation of the run this state currently serves.
+    pub(crate) fn generation(&self) -> u32 {
+        generation_of(self.state.load(Ordering::Acquire))
+    }
+
+    /// Hands this state from run `generation` on to the next run, in place. Succeeds only when
+    /// that run asked for no token and was not asked to stop (invariant 4): then no token needs
+    /// replacing, and no stop is lost. The caller has checked that the run never beat, so
+    /// `last_beat` is still `0`.
+    pub(crate) fn renew(&self, generation: u32) -> bool {
+        self.state
+            .compare_exchange(
+                state_of(generation),
+                state_of(generation.wrapping_add(1)),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Counts one more restart in place reported to the loop; returns how many are unhandled.
+    pub(crate) fn report_renewal(&self) -> u32 {
+        self.unreported.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The loop has handled one reported restart in place.
+    pub(crate) fn renewal_handled(&self) {
+        self.unreported.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Reported restarts in place the loop has not handled yet.
+    pub(crate) fn unreported(&self) -> u32 {
+        self.unreported.load(Ordering::Acquire)
     }
 
     pub(crate) fn settings(&self) -> &RunSettings {
@@ -107,7 +179,7 @@ impl RunShared {
             // The first beat, wherever it comes from (the run, or a task it handed its
             // context to). The loop may be gone (shutdown): then nobody needs the news.
             let _ = self.settings.events.send(Message::Progress(RunProgress {
-                id: self.id,
+                id: self.id(),
                 alive: true,
                 beaten: true,
             }));
@@ -124,7 +196,7 @@ impl RunShared {
 
     pub(crate) fn token(&self) -> CancellationToken {
         let token = self.token.get_or_init(CancellationToken::new).clone();
-        let before = self.flags.fetch_or(COOPERATIVE, Ordering::AcqRel);
+        let before = self.state.fetch_or(COOPERATIVE, Ordering::AcqRel);
         if before & STOP != 0 {
             token.cancel();
         }
@@ -132,14 +204,47 @@ impl RunShared {
     }
 
     pub(crate) fn is_stop_requested(&self) -> bool {
-        let before = self.flags.fetch_or(COOPERATIVE, Ordering::AcqRel);
+        let before = self.state.fetch_or(COOPERATIVE, Ordering::AcqRel);
         before & STOP != 0
     }
 
-    /// Asks the run to stop. Returns `true` when the run is cooperative (it asked for its
-    /// token), so it deserves a grace period; `false` when it should be dropped at once.
-    pub(crate) fn request_stop(&self) -> bool {
-        let before = self.flags.fetch_or(STOP, Ordering::AcqRel);
+    /// Whether the loop has asked the current run to stop. Unlike
+    /// [`is_stop_requested`](Self::is_stop_requested), this is the driver's look and marks
+    /// nothing.
+    pub(crate) fn stopping(&self) -> bool {
+        self.state.load(Ordering::Acquire) & STOP != 0
+    }
+
+    /// Asks the run to stop: the run of generation `expected`, or whichever run this state
+    /// serves when `expected` is `None`. Returns `None` when `expected` is no longer the
+    /// current run (its driver has started the next one in place), `Some(true)` when the run is
+    /// cooperative (it asked for its token), so it deserves a grace period, and `Some(false)`
+    /// when it should be dropped at once.
+    pub(crate) fn request_stop(&self, expected: Option<u32>) -> Option<bool> {
+        let before = match expected {
+            None => self.state.fetch_or(STOP, Ordering::AcqRel),
+            Some(generation) => {
+                let mut current = self.state.load(Ordering::Acquire);
+                loop {
+                    if generation_of(current) != generation {
+                        return None;
+                    }
+                    match self.state.compare_exchange_weak(
+                        current,
+                        current | STOP,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(before) => break before,
+                        Err(actual) => current = actual,
+                    }
+                }
+            }
+        };
+        Some(self.cancel_if_cooperative(before))
+    }
+
+    fn cancel_if_cooperative(&self, before: u64) -> bool {
         if before & COOPERATIVE == 0 {
             return false;
         }
@@ -290,6 +395,9 @@ impl LoomRun {
         let settings = Arc::new(RunSettings {
             epoch: Instant::now(),
             heartbeat_interval: Duration::from_millis(100),
+            restart_in_place: true,
+            max_restart_attempts: None,
+            ending: Arc::default(),
             events: sender,
         });
         let id = RunId {
@@ -322,9 +430,26 @@ impl LoomRun {
         self.shared.is_stop_requested()
     }
 
-    /// [`RunShared::request_stop`], as the loop calls it.
+    /// [`RunShared::request_stop`] of whichever run is current, as a kill, a restart or a
+    /// shutdown calls it.
     pub fn request_stop(&self) -> bool {
-        self.shared.request_stop()
+        self.shared.request_stop(None).unwrap_or(false)
+    }
+
+    /// [`RunShared::request_stop`] of run `generation`, as the loop's hang check calls it:
+    /// `None` when that run is no longer current.
+    pub fn request_stop_of(&self, generation: u32) -> Option<bool> {
+        self.shared.request_stop(Some(generation))
+    }
+
+    /// [`RunShared::renew`], as a driver calls it to start the next run in place.
+    pub fn renew(&self, generation: u32) -> bool {
+        self.shared.renew(generation)
+    }
+
+    /// The generation of the run this state serves.
+    pub fn generation(&self) -> u32 {
+        self.shared.generation()
     }
 
     /// How many progress messages the run has sent to the loop since the last call.
@@ -355,6 +480,9 @@ mod tests {
             Arc::new(RunSettings {
                 epoch: Instant::now(),
                 heartbeat_interval: Duration::from_millis(100),
+                restart_in_place: true,
+                max_restart_attempts: None,
+                ending: Arc::default(),
                 events: tokio::sync::mpsc::unbounded_channel().0,
             }),
         ))
@@ -387,7 +515,11 @@ mod tests {
     #[test]
     fn stop_before_the_token_is_asked_for_still_cancels_it() {
         let shared = run();
-        assert!(!shared.request_stop(), "not cooperative yet");
+        assert_eq!(
+            shared.request_stop(None),
+            Some(false),
+            "not cooperative yet"
+        );
         assert!(shared.token().is_cancelled());
     }
 
@@ -396,15 +528,56 @@ mod tests {
         let shared = run();
         let token = shared.token();
         assert!(!token.is_cancelled());
-        assert!(shared.request_stop(), "cooperative");
+        assert_eq!(shared.request_stop(None), Some(true), "cooperative");
         assert!(token.is_cancelled());
+    }
+
+    #[test]
+    fn a_renewal_moves_the_generation_on_and_a_stop_for_the_old_run_misses() {
+        let shared = run();
+        assert!(shared.renew(1));
+        assert_eq!(shared.id().generation, 2);
+        assert_eq!(shared.request_stop(Some(1)), None, "run 1 is gone");
+        assert!(!shared.stopping());
+        assert_eq!(shared.request_stop(Some(2)), Some(false));
+        assert!(shared.stopping());
+    }
+
+    #[test]
+    fn a_stopped_run_is_not_renewed() {
+        let shared = run();
+        assert_eq!(shared.request_stop(None), Some(false));
+        assert!(
+            !shared.renew(1),
+            "the stop must reach the loop, not a new run"
+        );
+        assert_eq!(shared.generation(), 1);
+    }
+
+    #[test]
+    fn a_run_that_asked_for_its_token_is_not_renewed() {
+        let shared = run();
+        let token = shared.token();
+        assert!(
+            !shared.renew(1),
+            "its token cannot be handed to the next run"
+        );
+        assert!(!token.is_cancelled());
+    }
+
+    #[test]
+    fn only_the_current_generation_renews() {
+        let shared = run();
+        assert!(!shared.renew(7));
+        assert!(shared.renew(1));
+        assert!(!shared.renew(1), "run 1 was renewed already");
     }
 
     #[test]
     fn checking_for_cancellation_makes_a_run_cooperative() {
         let shared = run();
         assert!(!shared.is_stop_requested());
-        assert!(shared.request_stop());
+        assert_eq!(shared.request_stop(None), Some(true));
         assert!(shared.is_stop_requested());
     }
 }

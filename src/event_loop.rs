@@ -1,37 +1,36 @@
 //! The loop: the one Tokio task that owns every supervised task's state.
 //!
-//! Three things reach it. **Messages** (commands from handles, and the progress runs report)
-//! arrive on one unbounded channel. **Exits** of runs arrive through a `JoinSet` the moment a
-//! run ends. **Time** arrives as the earliest deadline of a [`DeadlineQueue`]: back-offs,
-//! heartbeat deadlines and grace periods. Nothing is polled and nothing is scanned: the loop
-//! sleeps until one of the three wakes it.
+//! Two things reach it. **Messages** arrive on one unbounded channel: commands from handles,
+//! and what runs report (progress, restarts in place, and the exit each driver sends as it
+//! ends, see [`crate::run`]). **Time** arrives as the earliest deadline of a
+//! [`DeadlineQueue`]: back-offs, heartbeat deadlines and grace periods. Nothing is polled and
+//! nothing is scanned: the loop sleeps until one of the two wakes it.
 //!
 //! # Invariants
 //!
-//! 1. At most one run of a task is alive at any moment: a run is spawned only when its slot
-//!    holds no run, and a slot lets go of its run only when the `JoinSet` has handed back the
-//!    run's exit, which happens after the run's future was dropped.
+//! 1. At most one run of a task is alive at any moment: a driver is spawned only when its slot
+//!    holds none, a slot lets go of its driver only when the driver's exit has arrived, which
+//!    is sent after its last run's future was dropped, and a driver runs one run at a time.
 //! 2. The loop is the only writer of task state. Statuses are published to the registry with
 //!    [`TaskEntry::publish`], and only from [`EventLoop::set_status`].
 //! 3. Every status change is an edge of the state machine in [`crate::status`]
 //!    (checked in debug builds by `set_status`).
 //! 4. `kill_task` is final for the run it stops: killing clears the slot's deadline, so a
 //!    pending back-off does nothing when it fires.
-//! 5. The loop returns only once it is ending and the `JoinSet` is empty: when `wait()` sees
-//!    the loop's task finish, no run is alive.
+//! 5. The loop returns only once it is ending and every driver it spawned has reported its
+//!    exit: when `wait()` sees the loop's task finish, no run is alive.
 //! 6. Nothing a task does panics the loop: making an instance, asking it about heartbeats and
 //!    dropping it are all guarded, and runs catch their own panics.
 //! 7. A slot's memory does not grow with its restarts: it holds one run, one deadline and
 //!    counters, and a superseded deadline entry leaves the queue when its tick passes.
 
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backoff::{exponential_delay, with_jitter, JitterSource};
@@ -40,7 +39,7 @@ use crate::context::{RunSettings, RunShared};
 use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
 use crate::registry::TaskEntry;
-use crate::run::{self, RunExit, RunId, RunOutcome, RunProgress};
+use crate::run::{self, DriverStart, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
 use crate::status::{StatusChange, TaskStatus};
 use crate::supervisor::Shared;
 use crate::task::TaskTemplate;
@@ -62,6 +61,10 @@ pub(crate) enum Message {
     Shutdown,
     /// A run proved alive or sent its first heartbeat.
     Progress(RunProgress),
+    /// A run failed, and its driver started the next one in place.
+    RanAgain(RanAgain),
+    /// A driver ended.
+    Exit(RunExit),
 }
 
 /// A task the supervisor was built with: its name, its registry entry and its template.
@@ -107,7 +110,7 @@ struct Timer {
     queued: Tick,
 }
 
-/// The run a slot holds.
+/// The run a slot holds: its driver, and the run the driver is on.
 struct LiveRun {
     shared: Arc<RunShared>,
     abort: AbortHandle,
@@ -123,7 +126,8 @@ struct LiveRun {
 struct Slot {
     name: Arc<str>,
     entry: Arc<TaskEntry>,
-    template: Box<dyn TaskTemplate>,
+    /// `None` while a driver holds it.
+    template: Option<Box<dyn TaskTemplate>>,
     declares_heartbeats: bool,
     status: TaskStatus,
     /// Restarts since the count was last cleared.
@@ -158,9 +162,8 @@ pub(crate) struct EventLoop {
     receiver: UnboundedReceiver<Message>,
     settings: Arc<RunSettings>,
     slots: Vec<Slot>,
-    runs: JoinSet<RunExit>,
-    /// Runs aborted by the loop, whose exit comes back as a `JoinError` naming only the task id.
-    aborted: HashMap<tokio::task::Id, RunId>,
+    /// Drivers spawned whose exit has not arrived yet.
+    live_runs: usize,
     deadlines: DeadlineQueue,
     /// Scratch space for due deadlines, kept to avoid allocating on every wake-up.
     due: Vec<(Tick, u32)>,
@@ -194,6 +197,9 @@ impl EventLoop {
         let settings = Arc::new(RunSettings {
             epoch: Instant::now(),
             heartbeat_interval: config.heartbeat_interval,
+            restart_in_place: config.base_restart_delay.is_zero(),
+            max_restart_attempts: config.max_restart_attempts,
+            ending: Arc::clone(&shared.ending),
             events: shared.sender.clone(),
         });
         let jitter = config
@@ -205,8 +211,7 @@ impl EventLoop {
             receiver,
             settings,
             slots: Vec::with_capacity(tasks.len()),
-            runs: JoinSet::new(),
-            aborted: HashMap::new(),
+            live_runs: 0,
             deadlines: DeadlineQueue::default(),
             due: Vec::new(),
             jitter,
@@ -233,7 +238,7 @@ impl EventLoop {
 
         let result = loop {
             self.finish_if_all_done();
-            if self.ending.is_some() && self.runs.is_empty() {
+            if self.ending.is_some() && self.live_runs == 0 {
                 break self.ending.take().unwrap_or(Ok(()));
             }
             let next = self.deadlines.next_tick();
@@ -244,19 +249,12 @@ impl EventLoop {
                     Some(tick)
                 });
             }
-            // Unbiased: with many runs failing at once, exits are always ready, and a fixed order
-            // would starve commands and timers.
+            // Unbiased: with many runs failing at once, messages are always ready, and a fixed
+            // order would starve timers.
             tokio::select! {
-                Some(joined) = self.runs.join_next(), if !self.runs.is_empty() => {
-                    self.on_joined(joined);
-                    // What else is ready now, in a bounded batch: one wake-up, many events.
-                    for _ in 0..BATCH {
-                        let Some(joined) = self.runs.try_join_next() else { break };
-                        self.on_joined(joined);
-                    }
-                }
                 Some(message) = self.receiver.recv() => {
                     self.on_message(message);
+                    // What else is ready now, in a bounded batch: one wake-up, many events.
                     for _ in 0..BATCH {
                         let Ok(message) = self.receiver.try_recv() else { break };
                         self.on_message(message);
@@ -299,7 +297,7 @@ impl EventLoop {
         self.slots.push(Slot {
             name,
             entry,
-            template: task,
+            template: Some(task),
             declares_heartbeats,
             status: TaskStatus::Created,
             attempts: 0,
@@ -337,6 +335,8 @@ impl EventLoop {
             }
             Message::Shutdown => self.begin_ending(Ok(())),
             Message::Progress(progress) => self.on_progress(progress),
+            Message::RanAgain(again) => self.on_ran_again(again),
+            Message::Exit(exit) => self.on_exit(exit),
         }
     }
 
@@ -360,7 +360,7 @@ impl EventLoop {
         let slot = &mut self.slots[index];
         if slot.run.is_some() {
             slot.after_exit = AfterExit::Start;
-            self.stop_run(index);
+            self.stop_run(index, None);
         } else {
             slot.timer.due = NEVER;
             slot.attempts = 0;
@@ -377,7 +377,7 @@ impl EventLoop {
         if slot.run.is_some() {
             // A stopping run keeps its grace deadline: it must still be dropped when it ends.
             slot.after_exit = AfterExit::Nothing;
-            self.stop_run(index);
+            self.stop_run(index, None);
         } else {
             slot.timer.due = NEVER; // A pending back-off does nothing (invariant 4).
         }
@@ -416,15 +416,53 @@ impl EventLoop {
         }
     }
 
+    /// A run failed before proving alive, and its driver started the next one in place: as if
+    /// the run had exited with that failure and the next had been started at once, without the
+    /// spawn.
+    fn on_ran_again(&mut self, again: RanAgain) {
+        let RanAgain {
+            id,
+            attempts,
+            reason,
+        } = again;
+        let index = id.slot as usize;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Some(run) = slot.run.as_ref() else {
+            tracing::error!(task = %slot.name, "restart of a run that is gone; this is a bug in task-supervisor");
+            return;
+        };
+        run.shared.renewal_handled();
+        if slot.generation.wrapping_add(1) != id.generation {
+            tracing::error!(task = %slot.name, "restart out of order; this is a bug in task-supervisor");
+        }
+        slot.generation = id.generation;
+        slot.entry.record_failure(Arc::clone(&reason));
+        if run.stopping {
+            // Asked to stop after the driver moved on: the stop is the new run's, and the
+            // status stays what the stop made it.
+            return;
+        }
+        slot.attempts = attempts;
+        self.set_status(index, TaskStatus::Failed, Some(reason));
+        self.started(index);
+    }
+
     // ----- runs -----
 
-    /// Spawns a run of the task in `index`, unless the supervisor is ending.
+    /// Spawns a driver for the next run of the task in `index`, unless the supervisor is
+    /// ending.
     fn start(&mut self, index: usize) {
         if self.ending.is_some() {
             return;
         }
         let slot = &mut self.slots[index];
         debug_assert!(slot.run.is_none(), "a second live run (invariant 1)");
+        let Some(template) = slot.template.take() else {
+            tracing::error!(task = %slot.name, "no template to start from; this is a bug in task-supervisor");
+            return;
+        };
         slot.generation = slot.generation.wrapping_add(1);
         let id = RunId {
             slot: index as u32,
@@ -441,28 +479,35 @@ impl EventLoop {
             })
             .unwrap_or_else(|| Arc::new(RunShared::new(id, Arc::clone(&self.settings))));
         let watched = slot.declares_heartbeats;
-        let abort = match catch_unwind(AssertUnwindSafe(|| slot.template.make_run())) {
-            Ok(task) => self
-                .runs
-                .spawn(run::supervise(id, task, Arc::clone(&shared), watched)),
-            Err(payload) => {
-                let message = format!(
-                    "making the run's instance panicked: {}",
-                    run::describe_panic(payload)
-                );
-                self.runs.spawn(run::failed_to_start(id, message))
-            }
-        };
+        let driver = tokio::spawn(run::drive(DriverStart {
+            id,
+            template,
+            shared: Arc::clone(&shared),
+            watched,
+            attempts: slot.attempts,
+        }));
+        self.live_runs += 1;
         slot.run = Some(LiveRun {
             shared,
-            abort,
+            abort: driver.abort_handle(),
             watched,
             stopping: false,
             aborted: false,
         });
+        self.started(index);
+    }
+
+    /// The run in `index` has started: `Starting`, and watched for its first beat if it
+    /// declared heartbeats.
+    fn started(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
         slot.after_exit = AfterExit::Decide;
         slot.timer.due = NEVER;
         slot.healthy_since = None;
+        let watched = slot.declares_heartbeats;
+        if let Some(run) = slot.run.as_mut() {
+            run.watched = watched;
+        }
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.
@@ -473,104 +518,67 @@ impl EventLoop {
         }
     }
 
-    /// Asks the run in `index` to stop: a cooperative run gets the grace period, any other is
-    /// dropped at once.
-    fn stop_run(&mut self, index: usize) {
+    /// Asks the run in `index` to stop (the run of generation `expected`, or whichever is
+    /// current): a cooperative run gets the grace period, any other is dropped at once. Returns
+    /// whether it asked: not when the run is stopping already, or when `expected` is gone.
+    fn stop_run(&mut self, index: usize, expected: Option<u32>) -> bool {
         let Some(run) = self.slots[index].run.as_mut() else {
-            return;
+            return false;
         };
         if run.stopping {
-            return;
+            return false;
         }
+        let Some(cooperative) = run.shared.request_stop(expected) else {
+            return false;
+        };
         run.stopping = true;
-        let cooperative = run.shared.request_stop();
         if cooperative && !self.config.grace_period.is_zero() {
             let due = Instant::now().checked_add(self.config.grace_period);
             self.set_timer(index, TimerKind::Grace, due, 1);
         } else {
             self.abort_run(index);
         }
+        true
     }
 
     fn abort_run(&mut self, index: usize) {
-        let slot = &mut self.slots[index];
-        let Some(run) = slot.run.as_mut() else {
+        let Some(run) = self.slots[index].run.as_mut() else {
             return;
         };
-        if run.aborted {
-            return;
+        if !run.aborted {
+            run.aborted = true;
+            run.abort.abort();
         }
-        run.aborted = true;
-        run.abort.abort();
-        if self.ending.is_some() {
-            // Nothing starts again: the exit only has to leave the `JoinSet`, and shutting
-            // down 100k runs should not cost 100k map entries.
-            return;
-        }
-        let id = RunId {
-            slot: index as u32,
-            generation: slot.generation,
-        };
-        self.aborted.insert(run.abort.id(), id);
     }
 
-    fn on_joined(&mut self, joined: Result<RunExit, JoinError>) {
-        let error = match joined {
-            Ok(exit) => return self.on_exit(exit.id, Some(exit.outcome)),
-            Err(error) => error,
-        };
-        let task_id = error.id();
-        let panicked = error.is_panic();
-        if let Ok(payload) = error.try_into_panic() {
-            // User code panicked while the run was dropped; its payload may panic too.
-            run::dispose(payload);
-        }
-        let id = match self.aborted.remove(&task_id) {
-            Some(id) => id,
-            // Aborted while ending (see `abort_run`): nothing is left to decide.
-            None if self.ending.is_some() => return,
-            None => {
-                // Every run reports back unless the loop aborted it (see `run`'s invariant
-                // 1), so this is a bug; still, find the run rather than lose the task.
-                tracing::error!("a run ended without a report; this is a bug in task-supervisor");
-                let found = self.slots.iter().position(|slot| {
-                    slot.run
-                        .as_ref()
-                        .is_some_and(|run| run.abort.id() == task_id)
-                });
-                let Some(index) = found else { return };
-                RunId {
-                    slot: index as u32,
-                    generation: self.slots[index].generation,
-                }
-            }
-        };
-        if panicked {
-            tracing::warn!(
-                task = %self.slots[id.slot as usize].name,
-                "a stopped run panicked while being dropped"
-            );
-        }
-        self.on_exit(id, None);
-    }
-
-    /// The run `id` has ended with `outcome` (`None` if it was dropped by the loop).
-    fn on_exit(&mut self, id: RunId, outcome: Option<RunOutcome>) {
+    /// A driver has ended: its last run ended with `exit.outcome`.
+    fn on_exit(&mut self, exit: RunExit) {
+        let RunExit {
+            id,
+            outcome,
+            template,
+        } = exit;
         let index = id.slot as usize;
         let Some(slot) = self.slots.get_mut(index) else {
+            run::drop_guarded(template);
             return;
         };
-        if slot.generation != id.generation || slot.run.is_none() {
+        let Some(run) = slot.run.take() else {
             tracing::error!(task = %slot.name, "exit of an unknown run; this is a bug in task-supervisor");
+            run::drop_guarded(template);
             return;
+        };
+        if slot.generation != id.generation {
+            tracing::error!(task = %slot.name, "exit out of order; this is a bug in task-supervisor");
+            slot.generation = id.generation;
         }
-        if let Some(run) = slot.run.take() {
-            if run.aborted {
-                self.aborted.remove(&run.abort.id());
-            }
-            slot.spare_run = Some(run.shared);
-        }
+        self.live_runs -= 1;
+        slot.template = Some(template);
+        slot.spare_run = Some(run.shared);
         slot.timer.due = NEVER;
+        if let RunOutcome::Dropped { panicked: true } = outcome {
+            tracing::warn!(task = %slot.name, "a stopped run panicked while being dropped");
+        }
         match std::mem::replace(&mut slot.after_exit, AfterExit::Decide) {
             AfterExit::Start => {
                 slot.attempts = 0;
@@ -579,14 +587,11 @@ impl EventLoop {
             AfterExit::BackOff => self.schedule_restart(index),
             AfterExit::Nothing => {}
             AfterExit::Decide => match outcome {
-                Some(RunOutcome::Completed) => {
+                RunOutcome::Completed => {
                     self.set_status(index, TaskStatus::Completed, None);
                 }
-                Some(RunOutcome::Failed(error)) => self.fail_and_restart(index, Arc::from(error)),
-                Some(RunOutcome::Panicked(message)) => {
-                    self.fail_and_restart(index, Arc::from(format!("panicked: {message}")));
-                }
-                None => self.fail_and_restart(index, Arc::from("dropped")),
+                RunOutcome::Failed(reason) => self.fail_and_restart(index, reason),
+                RunOutcome::Dropped { .. } => self.fail_and_restart(index, Arc::from("dropped")),
             },
         }
     }
@@ -716,10 +721,14 @@ impl EventLoop {
     }
 
     fn check_heartbeat(&mut self, index: usize, now: Instant) {
-        let Some(run) = self.slots[index].run.as_ref() else {
+        let slot = &self.slots[index];
+        let Some(run) = slot.run.as_ref() else {
             return;
         };
-        if run.stopping {
+        let generation = slot.generation;
+        if run.stopping || run.shared.generation() != generation {
+            // Stopping already, or its driver has moved on to the next run in place: the
+            // report of that is on its way, and watches the new run.
             return;
         }
         let timeout = self.config.timeout_threshold;
@@ -737,18 +746,19 @@ impl EventLoop {
             // never healthy.
             None => now,
         };
+        // Stopped first, and only if it is still the run this verdict is about: its driver may
+        // have started the next one in place since the generation was read.
+        if !self.stop_run(index, Some(generation)) {
+            return;
+        }
         let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
         // The silence was not healthy time: it must not earn the task its attempts back.
         let restart = self.fail(index, reason, Some(silent_since));
-        let slot = &mut self.slots[index];
-        if slot.run.as_ref().is_some_and(|run| !run.stopping) {
-            slot.after_exit = if restart {
-                AfterExit::BackOff
-            } else {
-                AfterExit::Nothing
-            };
-            self.stop_run(index);
-        }
+        self.slots[index].after_exit = if restart {
+            AfterExit::BackOff
+        } else {
+            AfterExit::Nothing
+        };
     }
 
     // ----- the supervisor's own end -----
@@ -781,7 +791,7 @@ impl EventLoop {
         if self.ending.is_some()
             || self.slots.is_empty()
             || self.finished < self.slots.len()
-            || !self.runs.is_empty()
+            || self.live_runs != 0
         {
             return;
         }
@@ -798,11 +808,14 @@ impl EventLoop {
             return;
         }
         self.ending = Some(result);
+        self.shared
+            .ending
+            .store(true, std::sync::atomic::Ordering::Release);
         for index in 0..self.slots.len() {
             let slot = &mut self.slots[index];
             if slot.run.is_some() {
                 slot.after_exit = AfterExit::Nothing;
-                self.stop_run(index);
+                self.stop_run(index, None);
             } else {
                 slot.timer.due = NEVER;
             }

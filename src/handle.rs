@@ -76,7 +76,13 @@ impl Drop for HandleInner {
 }
 
 fn close(shared: &Shared) -> Result<(), SupervisorHandleError> {
-    shared.registry.close(|| send(shared, Message::Shutdown))
+    shared.registry.close(|| send(shared, Message::Shutdown))?;
+    // After the send: a driver that sees this and reports its exit queues it behind the
+    // `Shutdown`, so the loop starts nothing more for it.
+    shared
+        .ending
+        .store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
 }
 
 fn send(shared: &Shared, message: Message) -> Result<(), SupervisorHandleError> {

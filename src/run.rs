@@ -1,15 +1,30 @@
-//! One run of a task, wrapped once: the context around it, panics caught with their message,
-//! the news that the run proved alive, then one report of how the run ended.
+//! The runs of a task, driven one after another by one Tokio task, the **driver**: each run
+//! wrapped once (the context around it, panics caught with their message, the news that the run
+//! proved alive), and one report to the loop when the driver ends.
+//!
+//! The loop spawns a driver to start a run. Usually the driver runs that one run and ends. When
+//! a run fails without ever proving alive and its task restarts with zero back-off, the driver
+//! starts the next run itself, in place, and tells the loop afterwards
+//! ([`Message::RanAgain`]): a crash loop then costs no spawn, no join and no wait for the loop.
 //!
 //! # Invariants
 //!
 //! 1. The wrapper never panics and never lets a panic of the task escape: a panic in `run`, in
 //!    a `Drop` of the run's state, in the task's own `Drop`, in its error's `Display` or `Drop`,
-//!    or in a panic payload's `Drop` becomes [`RunOutcome::Panicked`] (or is leaked, for a
-//!    payload that panics again). So every run reports back with a [`RunExit`].
-//! 2. The user's future is dropped before the wrapper returns its [`RunExit`], so when the loop
-//!    sees the exit, nothing of the run is left.
-//! 3. Each run sends at most two progress messages, whatever it does: one from its first poll
+//!    or in a panic payload's `Drop` becomes a failure (or is leaked, for a payload that panics
+//!    again).
+//! 2. Every driver ends with exactly one [`Message::Exit`], sent by its [`ExitReport`] when the
+//!    driver's future is dropped: after it returned, or when the loop aborted it. The report is
+//!    dropped last, after the run's future, so when the loop sees the exit nothing of the run is
+//!    left. The exit carries the task's template back to the loop.
+//! 3. A driver runs one run at a time, and starts the next one in place only after the last
+//!    one's future was dropped, and only when the run's [`RunShared`] could be renewed (see
+//!    its invariant 4: nothing else holds it, no stop was asked for). Its reports reach the
+//!    loop in the order it sent them, on the channel its exit takes too.
+//! 4. A driver never gets more than [`MAX_UNREPORTED`] restarts in place ahead of the loop, and
+//!    gives its worker back to the scheduler as Tokio's budget asks: a crash loop neither
+//!    grows the loop's queue without bound nor starves other tasks.
+//! 5. Each run sends at most two progress messages, whatever it does: one from its first poll
 //!    (tasks that did not declare heartbeats) and one from its first beat (see
 //!    [`RunShared::beat`]).
 
@@ -22,7 +37,10 @@ use std::task::Poll;
 
 use crate::context::RunShared;
 use crate::event_loop::Message;
-use crate::task::{SupervisedTask, TaskResult};
+use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
+
+/// How many restarts in place a driver may report before it waits for the loop to catch up.
+pub(crate) const MAX_UNREPORTED: u32 = 32;
 
 /// Identifies one run: the task's slot and the run's generation within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +53,181 @@ pub(crate) struct RunId {
 #[derive(Debug)]
 pub(crate) enum RunOutcome {
     Completed,
-    /// The error's message: formatted in the run, since formatting is user code.
-    Failed(String),
-    Panicked(String),
+    /// Why it failed, as the task's status change and last failure will say it: the error's
+    /// message (formatted in the run, since formatting is user code), or `panicked: ` and the
+    /// panic's message.
+    Failed(Arc<str>),
+    /// The loop dropped it (after its grace period, or at once); `panicked` when a `Drop` of
+    /// the run panicked meanwhile.
+    Dropped {
+        panicked: bool,
+    },
 }
 
-/// The report a run's wrapper returns to the loop.
-#[derive(Debug)]
+/// The last report of a driver: how its last run ended, and the task's template, back.
 pub(crate) struct RunExit {
     pub(crate) id: RunId,
     pub(crate) outcome: RunOutcome,
+    pub(crate) template: Box<dyn TaskTemplate>,
+}
+
+/// A driver's report that its run failed and that it has started the next one in place.
+#[derive(Debug)]
+pub(crate) struct RanAgain {
+    /// The new run.
+    pub(crate) id: RunId,
+    /// The task's restart attempts, counting this one.
+    pub(crate) attempts: u32,
+    /// Why the last run failed.
+    pub(crate) reason: Arc<str>,
+}
+
+/// What the loop gives a driver to start with.
+pub(crate) struct DriverStart {
+    pub(crate) id: RunId,
+    pub(crate) template: Box<dyn TaskTemplate>,
+    pub(crate) shared: Arc<RunShared>,
+    /// Whether runs are watched from their start (they declared heartbeats).
+    pub(crate) watched: bool,
+    /// The task's restart attempts so far.
+    pub(crate) attempts: u32,
+}
+
+/// Sends the driver's [`RunExit`] when dropped, however the driver ends (invariant 2).
+struct ExitReport {
+    id: RunId,
+    shared: Arc<RunShared>,
+    template: Option<Box<dyn TaskTemplate>>,
+    outcome: Option<RunOutcome>,
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        let Some(template) = self.template.take() else {
+            return;
+        };
+        // No outcome: the driver was dropped mid-run. While a `Drop` of the run unwinds, this
+        // runs as part of the unwinding.
+        let outcome = self.outcome.take().unwrap_or(RunOutcome::Dropped {
+            panicked: std::thread::panicking(),
+        });
+        let exit = Message::Exit(RunExit {
+            id: self.id,
+            outcome,
+            template,
+        });
+        if let Err(unsent) = self.shared.settings().events.send(exit) {
+            // The loop is gone (its runtime is dropping every task). Dropping the template
+            // here is user code; while unwinding, a second panic would abort the process.
+            if std::thread::panicking() {
+                std::mem::forget(unsent);
+            } else {
+                drop_guarded(unsent);
+            }
+        }
+    }
+}
+
+/// Drives the runs of one task, starting with `start.id`, until one of them must be decided by
+/// the loop; then reports to it (see the [module documentation](self)).
+///
+/// The report is made here, before the driver's future exists, so that it is sent even when the
+/// loop aborts the driver before its first poll.
+pub(crate) fn drive(start: DriverStart) -> impl std::future::Future<Output = ()> + Send {
+    let DriverStart {
+        id,
+        template,
+        shared,
+        watched,
+        attempts,
+    } = start;
+    let report = ExitReport {
+        id,
+        shared,
+        template: Some(template),
+        outcome: None,
+    };
+    drive_from(report, watched, attempts)
+}
+
+async fn drive_from(report: ExitReport, watched: bool, mut attempts: u32) {
+    // The first local, so dropped last: after whatever run is in flight (invariant 2).
+    let mut report = report;
+    let mut id = report.id;
+    loop {
+        // The template is taken only by the report's `Drop`.
+        let Some(template) = report.template.as_deref() else {
+            return;
+        };
+        let instance = make_instance(template);
+        let (outcome, alive) = match instance {
+            Ok(task) => supervise(task, &report.shared, watched).await,
+            Err(reason) => (RunOutcome::Failed(reason), false),
+        };
+        let RunOutcome::Failed(reason) = &outcome else {
+            report.outcome = Some(outcome);
+            return;
+        };
+        if alive
+            || !may_restart_in_place(&report.shared, attempts)
+            || !report.shared.renew(id.generation)
+        {
+            report.outcome = Some(outcome);
+            return;
+        }
+        attempts = attempts.saturating_add(1);
+        id.generation = id.generation.wrapping_add(1);
+        report.id = id;
+        let events = &report.shared.settings().events;
+        report.shared.report_renewal();
+        let _ = events.send(Message::RanAgain(RanAgain {
+            id,
+            attempts,
+            reason: Arc::clone(reason),
+        }));
+        drop(outcome);
+        // Invariant 4: wait for the loop when it falls behind, then let others run.
+        while report.shared.unreported() >= MAX_UNREPORTED
+            && !report.shared.stopping()
+            && !events.is_closed()
+        {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::consume_budget().await;
+    }
+}
+
+/// Whether a run that failed without proving alive may be followed by the next at once, by its
+/// own driver: the back-off is zero, an attempt is left, and nothing but the driver and the
+/// loop holds the run's state (no [`TaskContext`](crate::TaskContext) of the old run is left
+/// to beat for the new one).
+fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
+    let settings = shared.settings();
+    if !settings.restart_in_place
+        || settings.ending.load(std::sync::atomic::Ordering::Acquire)
+        || settings
+            .max_restart_attempts
+            .is_some_and(|limit| attempts >= limit)
+    {
+        return false;
+    }
+    if Arc::strong_count(shared) != 2 {
+        return false;
+    }
+    // Pairs with the release of the last other holder's drop: what it did before letting go
+    // (a beat, a token) is visible from here on.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    shared.last_beat().is_none()
+}
+
+/// Makes the run's instance; a panic doing so is the run's failure.
+fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>, Arc<str>> {
+    catch_unwind(AssertUnwindSafe(|| template.make_run())).map_err(|payload| {
+        Arc::from(format!(
+            "panicked: making the run's instance panicked: {}",
+            describe_panic(payload)
+        ))
+    })
 }
 
 /// What a run tells the loop while it is running.
@@ -57,31 +240,36 @@ pub(crate) struct RunProgress {
     pub(crate) beaten: bool,
 }
 
-/// Runs `task` once inside `shared`'s context and reports how it ended.
+/// Runs `task` once inside `shared`'s context and says how it ended, and whether it proved
+/// alive (polled once without finishing, or beat).
 ///
 /// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
 /// their first beat (reported by the beat itself) rather than their first poll.
-pub(crate) async fn supervise(
-    id: RunId,
+async fn supervise(
     task: Box<dyn SupervisedTask>,
-    shared: Arc<RunShared>,
+    shared: &Arc<RunShared>,
     watched_from_start: bool,
-) -> RunExit {
+) -> (RunOutcome, bool) {
     let events = &shared.settings().events;
+    let id = shared.id();
     let user_run = async move {
         let mut task = task;
         let result = task.run().await;
         drop(task);
         result
     };
-    let mut future = pin!(Some(Arc::clone(&shared).scope(user_run)));
+    let mut future = pin!(Some(Arc::clone(shared).scope(user_run)));
     let mut reported_alive = watched_from_start;
+    let mut polled_alive = false;
 
     let polled = poll_fn(|cx| {
         let Some(running) = future.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(Ok(())));
         };
         let poll = catch_unwind(AssertUnwindSafe(|| running.poll(cx)));
+        if matches!(poll, Ok(Poll::Pending)) {
+            polled_alive = true;
+        }
         if !reported_alive && matches!(poll, Ok(Poll::Pending)) {
             // Polled once and still running: alive. A first beat during that poll has
             // told the loop already.
@@ -111,12 +299,18 @@ pub(crate) async fn supervise(
             if let Err(second) = dropped {
                 dispose(second);
             }
-            RunOutcome::Panicked(describe_panic(payload))
+            panicked(payload)
         }
-        (Ok(_), Err(payload)) => RunOutcome::Panicked(describe_panic(payload)),
+        (Ok(_), Err(payload)) => panicked(payload),
         (Ok(result), Ok(())) => outcome_of(result),
     };
-    RunExit { id, outcome }
+    let alive = polled_alive || shared.last_beat().is_some();
+    (outcome, alive)
+}
+
+/// The failure a panic is: `panicked: ` and its message.
+fn panicked(payload: Box<dyn Any + Send>) -> RunOutcome {
+    RunOutcome::Failed(Arc::from(format!("panicked: {}", describe_panic(payload))))
 }
 
 /// Reads a panic's message and drops its payload, where a panicking `Drop` of the payload
@@ -144,14 +338,6 @@ pub(crate) fn dispose(payload: Box<dyn Any + Send>) {
     }
 }
 
-/// A run that fails at once: used when making the run's instance panicked.
-pub(crate) async fn failed_to_start(id: RunId, message: String) -> RunExit {
-    RunExit {
-        id,
-        outcome: RunOutcome::Panicked(message),
-    }
-}
-
 /// Formats an error and drops it here, in the run's own task: its `Display` and its `Drop`
 /// are user code, and a panic in either must not reach the loop.
 fn outcome_of(result: TaskResult) -> RunOutcome {
@@ -162,13 +348,13 @@ fn outcome_of(result: TaskResult) -> RunOutcome {
     let formatted = catch_unwind(AssertUnwindSafe(|| error.to_string()));
     let dropped = catch_unwind(AssertUnwindSafe(move || drop(error)));
     match (formatted, dropped) {
-        (Ok(message), Ok(())) => RunOutcome::Failed(message),
-        (Ok(_), Err(payload)) => RunOutcome::Panicked(describe_panic(payload)),
+        (Ok(message), Ok(())) => RunOutcome::Failed(Arc::from(message)),
+        (Ok(_), Err(payload)) => panicked(payload),
         (Err(payload), dropped) => {
             if let Err(second) = dropped {
                 dispose(second);
             }
-            RunOutcome::Panicked(describe_panic(payload))
+            panicked(payload)
         }
     }
 }

@@ -113,6 +113,10 @@ pub(crate) struct Shared {
     status_changes: std::sync::Mutex<StatusChannel>,
     /// Whether anyone ever subscribed: the loop's cheap check before it looks for a sender.
     subscribed: AtomicBool,
+    /// Set once the supervisor is ending (after the `Shutdown` message is sent, or when the loop
+    /// begins to end by itself): drivers stop restarting runs in place at once, instead of when
+    /// the loop gets to their stop.
+    pub(crate) ending: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -130,6 +134,7 @@ impl Shared {
             loop_task: Mutex::new(None),
             status_changes: std::sync::Mutex::default(),
             subscribed: AtomicBool::new(false),
+            ending: Arc::new(AtomicBool::new(false)),
         }
     }
 

@@ -189,6 +189,56 @@ fn a_stop_racing_two_token_requests_cancels_the_one_token() {
     });
 }
 
+/// Context invariant 4: the loop's hang check stops run 1 while its driver hands the state on
+/// to run 2 in place. Exactly one wins: either the stop reaches run 1 (and the driver, seeing
+/// the stop, does not renew), or run 1 is gone and the stop misses, leaving run 2 untouched.
+/// A stop is never lost and never lands on the wrong run.
+#[test]
+fn a_hang_stop_racing_a_renewal_reaches_exactly_the_run_it_meant() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let first = run.generation();
+        let driver = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.renew(first))
+        };
+        let stopped = run.request_stop_of(first);
+        let renewed = driver.join().unwrap();
+        assert_ne!(stopped.is_some(), renewed, "exactly one of them wins");
+        if renewed {
+            assert_eq!(run.generation(), first.wrapping_add(1));
+            assert!(
+                !run.is_stop_requested(),
+                "the new run was not asked to stop"
+            );
+        } else {
+            assert_eq!(run.generation(), first);
+            assert!(run.is_stop_requested(), "the old run sees its stop");
+        }
+    });
+}
+
+/// A kill (a stop of whichever run is current) racing a renewal is never lost: it reaches run 1
+/// before the renewal (which then fails) or run 2 after it.
+#[test]
+fn a_kill_racing_a_renewal_is_never_lost() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let first = run.generation();
+        let driver = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || run.renew(first))
+        };
+        run.request_stop();
+        driver.join().unwrap();
+        assert!(run.is_stop_requested(), "the current run sees the stop");
+        assert!(
+            !run.renew(run.generation()),
+            "a stopped run is never renewed"
+        );
+    });
+}
+
 // ----- the registry -----
 
 /// Two handles add the same name at once (and a third adds another name): exactly one add of

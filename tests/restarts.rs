@@ -2,10 +2,13 @@
 
 mod common;
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{advance, settle, Changes, Scripted, Step};
-use task_supervisor::{SupervisorBuilder, SupervisorError, TaskStatus};
+use task_supervisor::{SupervisedTask, SupervisorBuilder, SupervisorError, TaskResult, TaskStatus};
 use TaskStatus::*;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -545,4 +548,162 @@ async fn the_last_failure_is_kept_after_the_task_recovers() {
             name: "nobody".into()
         })
     );
+}
+
+// ----- restarts in place -----
+//
+// With zero back-off, a run that fails before proving alive is followed by the next one by the
+// same driver, without a spawn, and the loop is told afterwards. These check that the loop's
+// view (statuses, attempts, stops) keeps up with such a driver.
+
+/// Counts its runs, how far ahead of the failures the test has seen published each run
+/// starts, and the Tokio tasks its runs ran in; every run fails at once.
+#[derive(Clone, Default)]
+struct RunsAhead {
+    runs: Arc<AtomicUsize>,
+    published: Arc<AtomicUsize>,
+    widest: Arc<AtomicUsize>,
+    tokio_tasks: Arc<Mutex<HashSet<tokio::task::Id>>>,
+}
+
+#[async_trait::async_trait]
+impl SupervisedTask for RunsAhead {
+    async fn run(&mut self) -> TaskResult {
+        let runs = self.runs.fetch_add(1, SeqCst) + 1;
+        let ahead = runs.saturating_sub(self.published.load(SeqCst));
+        self.widest.fetch_max(ahead, SeqCst);
+        self.tokio_tasks.lock().unwrap().insert(tokio::task::id());
+        Err("crash".into())
+    }
+}
+
+/// A crash loop runs ahead of the statuses the loop publishes by a bounded number of runs,
+/// and leaves the runtime to its other tasks: on a current-thread runtime, this test itself
+/// runs only when the driver yields.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_crash_loop_in_place_stays_within_a_bounded_distance_of_the_loop() {
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts()
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    let task = RunsAhead::default();
+    handle.add_task("crash", task.clone()).unwrap();
+
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+        let published = changes
+            .drain()
+            .iter()
+            .filter(|(_, change)| change.to == Failed)
+            .count();
+        assert!(
+            task.runs.load(SeqCst) >= published,
+            "a failure published before its run"
+        );
+        task.published.store(published, SeqCst);
+    }
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+
+    let widest = task.widest.load(SeqCst);
+    // 32 unhandled reports at most, plus the run that is starting.
+    assert!(
+        widest <= 33,
+        "the driver ran {widest} runs ahead of the loop"
+    );
+    assert!(task.runs.load(SeqCst) > 10_000);
+    assert_eq!(
+        task.tokio_tasks.lock().unwrap().len(),
+        1,
+        "every run in the one driver: restarted in place, never spawned"
+    );
+    changes.assert_valid_edges();
+}
+
+/// Waits, without letting paused time pass, until `condition` holds: a crash loop never
+/// leaves the runtime idle, so a paused clock would never move.
+async fn spin_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn a_kill_stops_a_crash_loop_in_place() {
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts()
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    handle
+        .add_task("keeper", Scripted::always(Step::Pend))
+        .unwrap();
+    let task = Scripted::always(Step::Fail);
+    handle.add_task("crash", task.clone()).unwrap();
+    spin_until("the crash loop is going", || task.liveness.runs() > 100).await;
+
+    handle.kill_task("crash").unwrap();
+    changes.until("crash", Dead).await;
+    settle().await;
+    let runs_after_kill = task.liveness.runs();
+    settle().await;
+    assert_eq!(
+        task.liveness.runs(),
+        runs_after_kill,
+        "a run started after the kill"
+    );
+    assert_eq!(handle.get_task_status("crash").await, Ok(Some(Dead)));
+    assert_eq!(task.liveness.live(), 0);
+
+    // The documented way back.
+    handle.restart("crash").unwrap();
+    spin_until("it crash-loops again", || {
+        task.liveness.runs() > runs_after_kill + 100
+    })
+    .await;
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+    assert_eq!(task.liveness.live(), 0);
+    assert_eq!(task.liveness.most(), 1);
+    changes.assert_valid_edges();
+}
+
+on_both_runtimes!(
+    kill_during_a_crash_loop_in_place,
+    a_kill_stops_a_crash_loop_in_place()
+);
+
+// Regression: a driver aborted before its first poll never reported its exit (the report
+// was made inside it), so the task kept its run for ever and `wait()` never returned.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_run_killed_before_its_first_poll_still_reports_its_exit() {
+    let handle = SupervisorBuilder::new().build().run();
+    let task = Scripted::always(Step::Pend);
+    handle
+        .add_task("keeper", Scripted::always(Step::Pend))
+        .unwrap();
+    // Both reach the loop in one wake-up: its driver is spawned, then aborted unpolled.
+    handle.add_task("early", task.clone()).unwrap();
+    handle.kill_task("early").unwrap();
+    settle().await;
+    assert_eq!(task.liveness.runs(), 0, "the run never started");
+    assert_eq!(handle.get_task_status("early").await, Ok(Some(Dead)));
+
+    handle.restart("early").unwrap();
+    settle().await;
+    assert_eq!(
+        task.liveness.live(),
+        1,
+        "the task came back: its template was returned"
+    );
+    handle.shutdown().unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await;
+    assert_eq!(stopped, Ok(Ok(())));
+    assert_eq!(task.liveness.live(), 0);
 }
