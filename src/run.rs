@@ -31,9 +31,9 @@
 use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use crate::context::RunShared;
 use crate::event_loop::Message;
@@ -93,24 +93,21 @@ pub(crate) struct DriverStart {
     pub(crate) attempts: u32,
 }
 
-/// Sends the driver's [`RunExit`] when dropped, however the driver ends (invariant 2).
+/// Sends the driver's [`RunExit`] once, however the driver ends (invariant 2): with the last
+/// run's outcome when the driver returns, or as [`RunOutcome::Dropped`] when it is dropped
+/// before that.
 struct ExitReport {
     id: RunId,
     shared: Arc<RunShared>,
+    /// `None` once the exit is sent.
     template: Option<Box<dyn TaskTemplate>>,
-    outcome: Option<RunOutcome>,
 }
 
-impl Drop for ExitReport {
-    fn drop(&mut self) {
+impl ExitReport {
+    fn send(&mut self, outcome: RunOutcome) {
         let Some(template) = self.template.take() else {
             return;
         };
-        // No outcome: the driver was dropped mid-run. While a `Drop` of the run unwinds, this
-        // runs as part of the unwinding.
-        let outcome = self.outcome.take().unwrap_or(RunOutcome::Dropped {
-            panicked: std::thread::panicking(),
-        });
         let exit = Message::Exit(RunExit {
             id: self.id,
             outcome,
@@ -128,72 +125,73 @@ impl Drop for ExitReport {
     }
 }
 
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        // Dropped mid-run. While a `Drop` of the run unwinds, this runs as part of the
+        // unwinding.
+        self.send(RunOutcome::Dropped {
+            panicked: std::thread::panicking(),
+        });
+    }
+}
+
 /// Drives the runs of one task, starting with `start.id`, until one of them must be decided by
 /// the loop; then reports to it (see the [module documentation](self)).
 ///
 /// The report is made here, before the driver's future exists, so that it is sent even when the
-/// loop aborts the driver before its first poll.
-pub(crate) fn drive(start: DriverStart) -> impl std::future::Future<Output = ()> + Send {
+/// loop aborts the driver before its first poll. The future captures it and uses it in place:
+/// it is dropped after whatever run is in flight (invariant 2), and not stored twice.
+pub(crate) fn drive(start: DriverStart) -> impl Future<Output = ()> + Send {
     let DriverStart {
         id,
         template,
         shared,
         watched,
-        attempts,
+        mut attempts,
     } = start;
-    let report = ExitReport {
+    let mut report = ExitReport {
         id,
         shared,
         template: Some(template),
-        outcome: None,
     };
-    drive_from(report, watched, attempts)
-}
-
-async fn drive_from(report: ExitReport, watched: bool, mut attempts: u32) {
-    // The first local, so dropped last: after whatever run is in flight (invariant 2).
-    let mut report = report;
-    let mut id = report.id;
-    loop {
-        // The template is taken only by the report's `Drop`.
-        let Some(template) = report.template.as_deref() else {
-            return;
-        };
-        let instance = make_instance(template);
-        let (outcome, alive) = match instance {
-            Ok(task) => supervise(task, &report.shared, watched).await,
-            Err(reason) => (RunOutcome::Failed(reason), false),
-        };
-        let RunOutcome::Failed(reason) = &outcome else {
-            report.outcome = Some(outcome);
-            return;
-        };
-        if alive
-            || !may_restart_in_place(&report.shared, attempts)
-            || !report.shared.renew(id.generation)
-        {
-            report.outcome = Some(outcome);
-            return;
+    async move {
+        loop {
+            // The template is taken only when the exit is sent, which ends the driver.
+            let Some(template) = report.template.as_deref() else {
+                return;
+            };
+            let (outcome, alive) = match make_instance(template) {
+                Ok(task) => supervise(task, &report.shared, watched).await,
+                Err(reason) => (RunOutcome::Failed(reason), false),
+            };
+            let reason = match outcome {
+                RunOutcome::Failed(reason)
+                    if !alive
+                        && may_restart_in_place(&report.shared, attempts)
+                        && report.shared.renew(report.id.generation) =>
+                {
+                    reason
+                }
+                outcome => return report.send(outcome),
+            };
+            attempts = attempts.saturating_add(1);
+            report.id.generation = report.id.generation.wrapping_add(1);
+            report.shared.report_renewal();
+            let events = &report.shared.settings().events;
+            let _ = events.send(Message::RanAgain(RanAgain {
+                id: report.id,
+                attempts,
+                reason,
+            }));
+            // Invariant 4: wait for the loop when it falls behind, then let others run.
+            while report.shared.unreported() >= MAX_UNREPORTED
+                && !report.shared.stopping()
+                && !events.is_closed()
+            {
+                tokio::task::yield_now().await;
+            }
+            tokio::task::consume_budget().await;
         }
-        attempts = attempts.saturating_add(1);
-        id.generation = id.generation.wrapping_add(1);
-        report.id = id;
-        let events = &report.shared.settings().events;
-        report.shared.report_renewal();
-        let _ = events.send(Message::RanAgain(RanAgain {
-            id,
-            attempts,
-            reason: Arc::clone(reason),
-        }));
-        drop(outcome);
-        // Invariant 4: wait for the loop when it falls behind, then let others run.
-        while report.shared.unreported() >= MAX_UNREPORTED
-            && !report.shared.stopping()
-            && !events.is_closed()
-        {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::consume_budget().await;
     }
 }
 
@@ -245,67 +243,104 @@ pub(crate) struct RunProgress {
 ///
 /// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
 /// their first beat (reported by the beat itself) rather than their first poll.
-async fn supervise(
-    task: Box<dyn SupervisedTask>,
+///
+/// Written as a function returning a block, not as an `async fn`, and with only the run's own
+/// (already boxed) future inside the context: this future lives in every supervised task's
+/// Tokio task, and each byte of it shows at 100k tasks.
+#[allow(clippy::manual_async_fn)] // An `async fn` would keep its arguments twice.
+fn supervise(
+    mut task: Box<dyn SupervisedTask>,
     shared: &Arc<RunShared>,
     watched_from_start: bool,
-) -> (RunOutcome, bool) {
-    let events = &shared.settings().events;
-    let id = shared.id();
-    let user_run = async move {
-        let mut task = task;
-        let result = task.run().await;
-        drop(task);
-        result
-    };
-    let mut future = pin!(Some(Arc::clone(shared).scope(user_run)));
-    let mut reported_alive = watched_from_start;
-    let mut polled_alive = false;
+) -> impl Future<Output = (RunOutcome, bool)> + Send + '_ {
+    async move {
+        let mut watch = AliveWatch {
+            reported: watched_from_start,
+            polled_alive: false,
+        };
+        let instance = &mut *task;
+        // Moved into the closure's body, so the run's future may borrow the task for as long
+        // as the task lives (a reborrow would end with the closure).
+        let start = move || {
+            let instance = instance;
+            instance.run()
+        };
+        let (polled, dropped) = match catch_unwind(AssertUnwindSafe(start)) {
+            Ok(run) => {
+                let mut running = pin!(Some(Arc::clone(shared).scope(run)));
+                let polled = poll_fn(|cx| watch.poll(running.as_mut(), shared, cx)).await;
+                // Drop whatever is left of the run here, where a panicking `Drop` is caught.
+                let dropped = catch_unwind(AssertUnwindSafe(|| running.as_mut().set(None)));
+                (polled, dropped)
+            }
+            Err(payload) => (Err(payload), Ok(())),
+        };
+        let dropped = dropped.and(catch_unwind(AssertUnwindSafe(move || drop(task))));
+        let outcome = match (polled, dropped) {
+            (Err(payload), dropped) => {
+                if let Err(second) = dropped {
+                    dispose(second);
+                }
+                panicked(payload)
+            }
+            (Ok(_), Err(payload)) => panicked(payload),
+            (Ok(result), Ok(())) => outcome_of(result),
+        };
+        let alive = watch.polled_alive || shared.last_beat().is_some();
+        (outcome, alive)
+    }
+}
 
-    let polled = poll_fn(|cx| {
-        let Some(running) = future.as_mut().as_pin_mut() else {
+/// The run's future inside its context, as `supervise` holds it.
+type Running<'a> = Option<
+    tokio::task::futures::TaskLocalFuture<
+        Arc<RunShared>,
+        Pin<Box<dyn Future<Output = TaskResult> + Send + 'a>>,
+    >,
+>;
+
+/// Whether a run has proved alive, and whether the loop has been told.
+struct AliveWatch {
+    reported: bool,
+    polled_alive: bool,
+}
+
+impl AliveWatch {
+    /// Polls the run once, catching a panic, and tells the loop when it first proves alive.
+    fn poll(
+        &mut self,
+        running: Pin<&mut Running<'_>>,
+        shared: &RunShared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<TaskResult, Box<dyn Any + Send>>> {
+        let Some(running) = running.as_pin_mut() else {
             return Poll::Ready(Ok(Ok(())));
         };
-        let poll = catch_unwind(AssertUnwindSafe(|| running.poll(cx)));
-        if matches!(poll, Ok(Poll::Pending)) {
-            polled_alive = true;
-        }
-        if !reported_alive && matches!(poll, Ok(Poll::Pending)) {
-            // Polled once and still running: alive. A first beat during that poll has
-            // told the loop already.
-            reported_alive = true;
-            if shared.last_beat().is_none() {
-                // The loop may be gone (shutdown): then nobody needs the news.
-                let _ = events.send(Message::Progress(RunProgress {
-                    id,
-                    alive: true,
-                    beaten: false,
-                }));
+        match catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
+            Ok(Poll::Pending) => {
+                self.polled_alive = true;
+                if !self.reported {
+                    // Polled once and still running: alive. A first beat during that poll
+                    // has told the loop already.
+                    self.reported = true;
+                    if shared.last_beat().is_none() {
+                        // The loop may be gone (shutdown): then nobody needs the news.
+                        let _ = shared
+                            .settings()
+                            .events
+                            .send(Message::Progress(RunProgress {
+                                id: shared.id(),
+                                alive: true,
+                                beaten: false,
+                            }));
+                    }
+                }
+                Poll::Pending
             }
-        }
-        match poll {
-            Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
             Err(payload) => Poll::Ready(Err(payload)),
         }
-    })
-    .await;
-
-    // Drop whatever is left of the run here, where a panicking `Drop` is caught.
-    let dropped = catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None)));
-
-    let outcome = match (polled, dropped) {
-        (Err(payload), dropped) => {
-            if let Err(second) = dropped {
-                dispose(second);
-            }
-            panicked(payload)
-        }
-        (Ok(_), Err(payload)) => panicked(payload),
-        (Ok(result), Ok(())) => outcome_of(result),
-    };
-    let alive = polled_alive || shared.last_beat().is_some();
-    (outcome, alive)
+    }
 }
 
 /// The failure a panic is: `panicked: ` and its message.
