@@ -262,6 +262,53 @@ impl SupervisorHandle {
         self.shared().registry.statuses()
     }
 
+    /// The status of every registered task, with the name the supervisor holds for it.
+    ///
+    /// The same snapshot as [`get_all_task_statuses`](Self::get_all_task_statuses), made
+    /// without copying a name or building a map: each name is a reference-counted pointer to the
+    /// supervisor's own copy. Use it to list or scan many tasks; collect it into a map if you
+    /// look names up. The order is unspecified.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+    ///
+    /// #[derive(Clone)]
+    /// struct Idle;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Idle {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         std::future::pending().await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let handle = SupervisorBuilder::new()
+    ///     .with_task("a", Idle)
+    ///     .with_task("b", Idle)
+    ///     .build()
+    ///     .run();
+    /// tokio::task::yield_now().await; // let both runs start
+    /// let mut statuses = handle.task_statuses()?;
+    /// statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    /// assert_eq!(statuses.len(), 2);
+    /// assert_eq!(&*statuses[0].0, "a");
+    /// assert!(statuses.iter().all(|(_, status)| *status == TaskStatus::Healthy));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    pub fn task_statuses(&self) -> Result<Vec<(Arc<str>, TaskStatus)>, SupervisorHandleError> {
+        self.shared().registry.shared_statuses()
+    }
+
     /// Every status change from now on, in the order the supervisor made them.
     ///
     /// The stream holds the last 4096 changes; a receiver that falls further behind gets

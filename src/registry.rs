@@ -236,6 +236,23 @@ impl Registry {
             .collect())
     }
 
+    pub(crate) fn shared_statuses(
+        &self,
+    ) -> Result<Vec<(Arc<str>, TaskStatus)>, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        let mut statuses = Vec::with_capacity(inner.by_name.len());
+        statuses.extend(
+            inner
+                .by_name
+                .iter()
+                .map(|(name, entry)| (Arc::clone(name), entry.status())),
+        );
+        Ok(statuses)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.read().by_name.len()
     }

@@ -122,6 +122,15 @@ async fn tasks_added_at_run_time_start_and_are_listed() {
     assert_eq!(statuses["built"], Healthy);
     assert_eq!(statuses["added"], Healthy);
     assert_eq!(changes.sequence("added"), [Starting, Healthy]);
+
+    // The listing with shared names holds the same snapshot.
+    let listed: std::collections::HashMap<String, TaskStatus> = handle
+        .task_statuses()
+        .unwrap()
+        .into_iter()
+        .map(|(name, status)| (name.to_string(), status))
+        .collect();
+    assert_eq!(listed, statuses);
 }
 
 async fn commands_after_shutdown_fail_at_once() {
@@ -146,6 +155,10 @@ async fn commands_after_shutdown_fail_at_once() {
     );
     assert_eq!(
         handle.get_all_task_statuses().await,
+        Err(SupervisorHandleError::SupervisorStopped)
+    );
+    assert_eq!(
+        handle.task_statuses(),
         Err(SupervisorHandleError::SupervisorStopped)
     );
     assert_eq!(handle.add_task("c", Scripted::always(Step::Pend)), stopped);

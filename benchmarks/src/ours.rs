@@ -297,7 +297,7 @@ async fn status(n: usize, params: &Params) -> Metrics {
     let entered = Arc::new(Entered::new(n));
     let (handle, _) = sleepers(&names, &entered).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    common::status_metrics(
+    let mut metrics = common::status_metrics(
         n,
         params,
         |index| {
@@ -316,7 +316,17 @@ async fn status(n: usize, params: &Params) -> Metrics {
                 .len()
         },
     )
-    .await
+    .await;
+    // The listing with shared names, as its own row.
+    let mut shared = Vec::with_capacity(params.status_all_reads);
+    for _ in 0..params.status_all_reads {
+        let t0 = Instant::now();
+        let len = handle.task_statuses().expect("statuses").len();
+        shared.push(t0.elapsed().as_secs_f64() * 1e3);
+        assert!(len >= n, "a full listing missed tasks: {len} < {n}");
+    }
+    metrics.push(("all_shared_ms", crate::measure::median(&mut shared)));
+    metrics
 }
 
 async fn shutdown(n: usize) -> Metrics {

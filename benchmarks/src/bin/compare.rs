@@ -458,6 +458,12 @@ const METRICS: &[(&str, &str, &str, Kind)] = &[
     ("one_p99_ns", "7 one status, p99", "ns", Kind::Cost),
     ("all_ms", "7 all statuses", "ms", Kind::Cost),
     (
+        "all_shared_ms",
+        "7 all statuses, names shared (ours: `task_statuses`)",
+        "ms",
+        Kind::Cost,
+    ),
+    (
         "clock_pair_ns",
         "two clock reads (in the above)",
         "ns",
