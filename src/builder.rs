@@ -128,7 +128,9 @@ impl SupervisorBuilder {
     }
 
     /// The delay before the first restart; each later restart doubles it. Zero restarts a
-    /// failed task at once, without going through the timer.
+    /// failed task at once, without going through the timer; a run that fails before it ever
+    /// proved alive (its first poll, or its first heartbeat) is then followed by the next run
+    /// in the same Tokio task, without a spawn, while its statuses are published as usual.
     #[must_use]
     pub fn with_base_restart_delay(mut self, delay: Duration) -> Self {
         self.config.base_restart_delay = delay;
