@@ -591,7 +591,7 @@ async fn a_crash_loop_in_place_stays_within_a_bounded_distance_of_the_loop() {
     let task = RunsAhead::default();
     handle.add_task("crash", task.clone()).unwrap();
 
-    for _ in 0..2_000 {
+    for _ in 0..500 {
         tokio::task::yield_now().await;
         let published = changes
             .drain()
@@ -608,9 +608,9 @@ async fn a_crash_loop_in_place_stays_within_a_bounded_distance_of_the_loop() {
     handle.wait().await.unwrap();
 
     let widest = task.widest.load(SeqCst);
-    // 32 unhandled reports at most, plus the run that is starting.
+    // 128 unhandled reports at most, plus the run that is starting.
     assert!(
-        widest <= 33,
+        widest <= 129,
         "the driver ran {widest} runs ahead of the loop"
     );
     assert!(task.runs.load(SeqCst) > 10_000);
