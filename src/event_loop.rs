@@ -27,6 +27,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -96,6 +97,10 @@ enum TimerKind {
 
 /// How many more ready events of one kind a wake-up handles before it looks at the others.
 const BATCH: usize = 64;
+
+/// How close to its deadline a silent run must be for the loop to finish the wait off Tokio's
+/// millisecond timer (see [`EventLoop::approach`]).
+const PRECISE_WINDOW: Nanos = 2_000_000;
 
 /// No deadline, or no queued tick.
 const NEVER: u64 = u64::MAX;
@@ -167,6 +172,10 @@ pub(crate) struct EventLoop {
     deadlines: DeadlineQueue,
     /// Scratch space for due deadlines, kept to avoid allocating on every wake-up.
     due: Vec<(Tick, u32)>,
+    /// Silent runs whose heartbeat deadline is less than `PRECISE_WINDOW` away, and the one
+    /// precise wait (a blocking sleep until the earliest of them) that is in flight.
+    precise_slots: Vec<u32>,
+    precise: Option<PreciseWait>,
     jitter: JitterSource,
     /// Slots that finished by themselves (see [`Slot::is_finished`]).
     finished: usize,
@@ -175,6 +184,27 @@ pub(crate) struct EventLoop {
     /// Set once the supervisor is ending, with how it ends.
     ending: Option<Result<(), SupervisorError>>,
     status_sender: Option<broadcast::Sender<StatusChange>>,
+}
+
+/// A blocking sleep on a thread of Tokio's blocking pool, which a timer with millisecond ticks
+/// cannot do: it ends when its time is up, or at once when the loop drops it.
+struct PreciseWait {
+    done: tokio::task::JoinHandle<()>,
+    /// Dropping it wakes the sleeping thread.
+    _cancel: std::sync::mpsc::Sender<()>,
+}
+
+impl PreciseWait {
+    fn start(wait: Duration) -> Self {
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let done = tokio::task::spawn_blocking(move || {
+            let _ = cancelled.recv_timeout(wait);
+        });
+        Self {
+            done,
+            _cancel: cancel,
+        }
+    }
 }
 
 /// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
@@ -214,6 +244,8 @@ impl EventLoop {
             live_runs: 0,
             deadlines: DeadlineQueue::default(),
             due: Vec::new(),
+            precise_slots: Vec::new(),
+            precise: None,
             jitter,
             finished: 0,
             dead_of_failure: 0,
@@ -264,8 +296,14 @@ impl EventLoop {
                     sleeping_until = None;
                     self.on_timers();
                 }
+                _ = async { (&mut self.precise.as_mut()?.done).await.ok() }, if self.precise.is_some() => {
+                    self.precise = None;
+                    self.on_precise();
+                }
             }
         };
+        // A precise wait in flight is woken and ends at once; it holds nothing of any task.
+        self.precise = None;
 
         self.status_sender = None;
         let _ = self.shared.outcome.set(result);
@@ -674,7 +712,13 @@ impl EventLoop {
         let timer = &mut self.slots[index].timer;
         timer.kind = kind;
         timer.due = due;
-        self.queue(index, tick_of(due));
+        let mut tick = tick_of(due);
+        if kind == TimerKind::Heartbeat && granularity == 1 {
+            // A tick early: Tokio's timer wakes up to a millisecond late, so the loop looks a
+            // millisecond ahead and finishes the wait precisely (see `approach`).
+            tick = tick.saturating_sub(1);
+        }
+        self.queue(index, tick);
     }
 
     /// Makes sure the queue wakes the slot in `index` at `tick` or earlier.
@@ -706,8 +750,12 @@ impl EventLoop {
             }
             if timer.due > now_nanos {
                 // Later in this tick, or in a later one: never act early.
-                let later = tick_of(timer.due).max(now_tick + 1);
+                let early_look = timer.kind == TimerKind::Heartbeat && tick < tick_of(timer.due);
+                let (due_at, later) = (timer.due, tick_of(timer.due).max(now_tick + 1));
                 self.queue(index, later);
+                if early_look && due_at - now_nanos < PRECISE_WINDOW {
+                    self.approach(index, due_at, now_nanos);
+                }
                 continue;
             }
             timer.due = NEVER;
@@ -718,6 +766,54 @@ impl EventLoop {
             }
         }
         self.due = due;
+    }
+
+    /// The watched run in `index` is due at `due`, less than `PRECISE_WINDOW` from `now`. If it
+    /// beat since its deadline was set, its deadline moves on; if it is still silent, a
+    /// blocking sleep until `due` (tens of microseconds precise) wakes the loop on time, where
+    /// Tokio's timer, with its millisecond ticks, could be a millisecond late. The entry queued
+    /// for the deadline's own tick stays as the fallback.
+    fn approach(&mut self, index: usize, due: Nanos, now: Nanos) {
+        let slot = &self.slots[index];
+        let Some(run) = slot.run.as_ref() else {
+            return;
+        };
+        if run.stopping || run.shared.generation() != slot.generation {
+            return;
+        }
+        if let Some(stamp) = run.shared.last_beat() {
+            let last_beat = self.settings.instant_of(stamp);
+            let moved = last_beat
+                .checked_add(self.config.timeout_threshold)
+                .map_or(NEVER, |at| nanos_since(self.settings.epoch, at));
+            if moved > due {
+                self.watch(index, last_beat);
+                return;
+            }
+        }
+        self.precise_slots.push(index as u32);
+        if self.precise.is_none() {
+            // One wait at a time: a second silent run due earlier within the window falls back
+            // to its tick.
+            self.precise = Some(PreciseWait::start(Duration::from_nanos(due - now)));
+        }
+    }
+
+    /// A precise wait has ended: check the silent runs that are due now. One that is not (the
+    /// wait was for another, or the clock is paused) is left to its queued tick.
+    fn on_precise(&mut self) {
+        let now = Instant::now();
+        let now_nanos = nanos_since(self.settings.epoch, now);
+        let mut slots = std::mem::take(&mut self.precise_slots);
+        for slot in slots.drain(..) {
+            let index = slot as usize;
+            let timer = &mut self.slots[index].timer;
+            if timer.kind == TimerKind::Heartbeat && timer.due != NEVER && timer.due <= now_nanos {
+                timer.due = NEVER;
+                self.check_heartbeat(index, now);
+            }
+        }
+        self.precise_slots = slots;
     }
 
     fn check_heartbeat(&mut self, index: usize, now: Instant) {

@@ -448,3 +448,58 @@ async fn a_context_kept_from_an_ended_run_does_not_reach_the_next() {
         Some(Healthy)
     );
 }
+
+// A millisecond before a silent run's deadline the loop starts a precise wait (a blocking sleep
+// off Tokio's millisecond timer). Shutting down while it is in flight must neither hang nor
+// act on the run after the stop; and with the clock paused the deadline is still kept exactly.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_a_hang_is_being_timed_precisely_ends_cleanly() {
+    let task = Scripted::always(Step::BeatThenHang {
+        every: MS,
+        beats: 1,
+    });
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+    handle.add_task("silent", task.clone()).unwrap();
+    let (healthy_at, _) = changes.until("silent", Healthy).await;
+
+    // Into the last two milliseconds before the deadline: the early look has fired.
+    tokio::time::sleep_until(healthy_at + TIMEOUT - MS / 2 - MS).await;
+    settle().await;
+    assert_eq!(handle.get_task_status("silent").await, Ok(Some(Healthy)));
+
+    handle.shutdown().unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await;
+    assert_eq!(stopped, Ok(Ok(())));
+    assert_eq!(task.liveness.live(), 0);
+    assert_eq!(
+        changes.sequence("silent"),
+        [Starting, Healthy],
+        "no verdict after the stop"
+    );
+}
+
+// With the clock paused, the precise wait cannot see time pass; the deadline's own tick still
+// catches the hang on time (the fallback), so the early look changes nothing a test can see.
+#[tokio::test(start_paused = true)]
+async fn a_hang_timed_precisely_is_still_caught_at_its_deadline_on_a_paused_clock() {
+    let task = Scripted::new(
+        [Step::BeatThenHang {
+            every: MS,
+            beats: 1,
+        }],
+        Step::Pend,
+    );
+    let handle = builder().build().run();
+    let mut changes = Changes::watch(&handle);
+    handle.add_task("silent", task.clone()).unwrap();
+    changes.until("silent", Healthy).await;
+    let beat_at = task.liveness.started_at()[0];
+
+    let (failed_at, _) = changes.until("silent", Failed).await;
+
+    let late = failed_at - beat_at - TIMEOUT;
+    assert!(late <= MS, "caught {late:?} after the timeout");
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
