@@ -4,7 +4,9 @@
 //! and what runs report (progress, restarts in place, and the exit each driver sends as it
 //! ends, see [`crate::run`]). **Time** arrives as the earliest deadline of a
 //! [`DeadlineQueue`]: back-offs, heartbeat deadlines and grace periods. Nothing is polled and
-//! nothing is scanned: the loop sleeps until one of the two wakes it.
+//! nothing is scanned: the loop sleeps until one of the two wakes it. Heartbeat deadlines are
+//! looked at a millisecond early; a run still silent then is timed to its exact deadline by a
+//! blocking sleep on Tokio's blocking pool, since Tokio's own timer ticks in milliseconds.
 //!
 //! # Invariants
 //!
@@ -18,7 +20,8 @@
 //! 4. `kill_task` is final for the run it stops: killing clears the slot's deadline, so a
 //!    pending back-off does nothing when it fires.
 //! 5. The loop returns only once it is ending and every driver it spawned has reported its
-//!    exit: when `wait()` sees the loop's task finish, no run is alive.
+//!    exit: when `wait()` sees the loop's task finish, no run is alive. A precise wait still
+//!    sleeping is woken as the loop returns; it holds nothing of any task.
 //! 6. Nothing a task does panics the loop: making an instance, asking it about heartbeats and
 //!    dropping it are all guarded, and runs catch their own panics.
 //! 7. A slot's memory does not grow with its restarts: it holds one run, one deadline and
