@@ -146,7 +146,47 @@ impl Drop for ExitReport {
 /// The report is made here, before the driver's future exists, so that it is sent even when the
 /// loop aborts the driver before its first poll. The future captures it and uses it in place:
 /// it is dropped after whatever run is in flight (invariant 2), and not stored twice.
-pub(crate) fn drive(start: DriverStart) -> impl Future<Output = ()> + Send {
+pub(crate) fn drive(start: DriverStart) -> Driver<impl Future<Output = ()> + Send> {
+    Driver {
+        future: Some(drive_runs(start)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A driver as it is spawned. When the loop aborts it, Tokio drops it, and with it the run
+    /// in flight: that `Drop` is user code. Dropped here, inside `catch_unwind`, a panic of it
+    /// is disposed of like every other (a payload whose own `Drop` panics is leaked); left to
+    /// Tokio, the payload would be dropped unguarded, and a second panic would unwind out of a
+    /// runtime worker.
+    pub(crate) struct Driver<F> {
+        // `None` only once dropped.
+        #[pin]
+        future: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Driver<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut future = this.project().future;
+            // The exit report, dropped last, sends its exit during this, unwinding or not.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| future.set(None))) {
+                dispose(payload);
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Driver<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project().future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
     let DriverStart {
         id,
         template,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
-use reliability_common::{poll_once, quiet_injected_panics, settle, PanickyPayload, INJECTED};
+use reliability_common::{
+    poll_once, quiet_injected_panics, settle, PanickyPayload, RecursivePayload, INJECTED,
+};
 use task_supervisor::{
     BuilderError, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorError,
     SupervisorHandle, SupervisorHandleError, TaskContext, TaskResult, TaskStatus,
@@ -1469,4 +1471,44 @@ fn two_tasks_that_panic_when_dropped_do_not_abort_the_process() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Holds a value that panics with a [`RecursivePayload`] when the run is dropped mid-flight.
+struct DropsWithAPanickyPayload;
+
+impl Drop for DropsWithAPanickyPayload {
+    fn drop(&mut self) {
+        std::panic::panic_any(RecursivePayload);
+    }
+}
+
+#[derive(Clone)]
+struct PendsOverADropBomb;
+
+#[async_trait]
+impl SupervisedTask for PendsOverADropBomb {
+    async fn run(&mut self) -> TaskResult {
+        let _bomb = DropsWithAPanickyPayload;
+        std::future::pending().await
+    }
+}
+
+// Regression: since runs report their exit over the loop's channel, Tokio itself dropped an
+// aborted run, and the payload of a panic in its `Drop`, unguarded: a payload whose `Drop`
+// panics again unwound out of the runtime's worker.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn killing_a_run_whose_drop_panics_with_a_panicking_payload_is_survived() {
+    quiet_injected_panics();
+    let handle = supervisor();
+    handle.add_task("bomb", PendsOverADropBomb).unwrap();
+    settle().await;
+
+    handle.kill_task("bomb").unwrap();
+    settle().await;
+
+    assert_eq!(status(&handle, "bomb").await, Some(TaskStatus::Dead));
+    handle.restart("bomb").unwrap();
+    settle().await;
+    assert_eq!(status(&handle, "bomb").await, Some(TaskStatus::Healthy));
+    assert_eq!(shut_down(&handle).await, Ok(()));
 }

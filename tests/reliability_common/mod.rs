@@ -26,6 +26,7 @@ pub fn quiet_injected_panics() {
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
             if message.is_some_and(|message| message.starts_with(INJECTED))
                 || payload.is::<PanickyPayload>()
+                || payload.is::<RecursivePayload>()
             {
                 return;
             }
@@ -37,6 +38,19 @@ pub fn quiet_injected_panics() {
 /// A panic payload whose `Drop` panics in turn (unless the thread is already unwinding): for
 /// `std::panic::panic_any(PanickyPayload)`.
 pub struct PanickyPayload;
+
+/// A panic payload whose `Drop` panics with another `RecursivePayload` (unless the thread is
+/// already unwinding): whoever drops one without a guard gets a panic that catching once does
+/// not end.
+pub struct RecursivePayload;
+
+impl Drop for RecursivePayload {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            std::panic::panic_any(RecursivePayload);
+        }
+    }
+}
 
 impl Drop for PanickyPayload {
     fn drop(&mut self) {
