@@ -122,8 +122,6 @@ struct Timer {
 struct LiveRun {
     shared: Arc<RunShared>,
     abort: AbortHandle,
-    /// Whether its heartbeats are being watched.
-    watched: bool,
     /// Whether it has been asked to stop.
     stopping: bool,
     /// Whether it has been aborted (dropped without waiting for it to return).
@@ -441,7 +439,6 @@ impl EventLoop {
         // The first beat starts the watch, or, for a run watched from its start, brings its
         // deadline forward from the end of the start-up grace.
         let watch_from = if progress.beaten {
-            run.watched = true;
             run.shared
                 .last_beat()
                 .map(|stamp| self.settings.instant_of(stamp))
@@ -531,7 +528,6 @@ impl EventLoop {
         slot.run = Some(LiveRun {
             shared,
             abort: driver.abort_handle(),
-            watched,
             stopping: false,
             aborted: false,
         });
@@ -546,9 +542,6 @@ impl EventLoop {
         slot.timer.due = NEVER;
         slot.healthy_since = None;
         let watched = slot.declares_heartbeats;
-        if let Some(run) = slot.run.as_mut() {
-            run.watched = watched;
-        }
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.

@@ -19,8 +19,9 @@
 //!    left. The exit carries the task's template back to the loop.
 //! 3. A driver runs one run at a time, and starts the next one in place only after the last
 //!    one's future was dropped, and only when the run's [`RunShared`] could be renewed (see
-//!    its invariant 4: nothing else holds it, no stop was asked for). Its reports reach the
-//!    loop in the order it sent them, on the channel its exit takes too.
+//!    its invariant 4: nothing else holds it, no stop was asked for), and it does not start it
+//!    at all if a stop arrives in between. Its reports reach the loop in the order it sent
+//!    them, on the channel its exit takes too.
 //! 4. A driver never gets more than [`MAX_UNREPORTED`] restarts in place ahead of the loop, and
 //!    gives its worker back to the scheduler as Tokio's budget asks: a crash loop neither
 //!    grows the loop's queue without bound nor starves other tasks.
@@ -32,6 +33,7 @@ use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -228,7 +230,8 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
                 attempts,
                 reason,
             }));
-            // Invariant 4: wait for the loop when it falls behind, then let others run.
+            // Invariant 4: wait for the loop when it falls behind, then let others run. A stop
+            // ends the wait: the check below sees it.
             while report.shared.unreported() >= MAX_UNREPORTED
                 && !report.shared.stopping()
                 && !events.is_closed()
@@ -236,6 +239,12 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
                 tokio::task::yield_now().await;
             }
             tokio::task::consume_budget().await;
+            // The loop may have stopped the new run (a kill, a restart, the supervisor's end)
+            // while it was not started yet: then it never starts. The loop has decided what
+            // follows, so the outcome reported does not matter.
+            if report.shared.stopping() || report.shared.settings().ending.load(Ordering::Acquire) {
+                return report.send(RunOutcome::Dropped { panicked: false });
+            }
         }
     }
 }
@@ -247,7 +256,8 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
 fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
     let settings = shared.settings();
     if !settings.restart_in_place
-        || settings.ending.load(std::sync::atomic::Ordering::Acquire)
+        || settings.ending.load(Ordering::Acquire)
+        || settings.events.is_closed()
         || settings
             .max_restart_attempts
             .is_some_and(|limit| attempts >= limit)
@@ -259,7 +269,7 @@ fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
     }
     // Pairs with the release of the last other holder's drop: what it did before letting go
     // (a beat, a token) is visible from here on.
-    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    std::sync::atomic::fence(Ordering::Acquire);
     shared.last_beat().is_none()
 }
 

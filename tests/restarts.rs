@@ -707,3 +707,73 @@ async fn a_run_killed_before_its_first_poll_still_reports_its_exit() {
     assert_eq!(stopped, Ok(Ok(())));
     assert_eq!(task.liveness.live(), 0);
 }
+
+/// Fails at once; each run first checks whether the supervisor has already published its task
+/// `Dead`, and counts the runs that start after that.
+#[derive(Clone)]
+struct ChecksForItsDeath {
+    handle: Arc<std::sync::OnceLock<task_supervisor::SupervisorHandle>>,
+    runs: Arc<AtomicUsize>,
+    after_death: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl SupervisedTask for ChecksForItsDeath {
+    async fn run(&mut self) -> TaskResult {
+        self.runs.fetch_add(1, SeqCst);
+        if let Some(handle) = self.handle.get() {
+            if handle.get_task_status("crash").await == Ok(Some(Dead)) {
+                self.after_death.fetch_add(1, SeqCst);
+            }
+        }
+        Err("crash".into())
+    }
+}
+
+// A kill during a crash loop in place: once `Dead` is published, no run starts. Exact on a
+// current-thread runtime. On worker threads a run can still start while the kill is being
+// made (between the driver's last look at the stop flag and the run's first poll): a race of a
+// few hundred nanoseconds that no design closes, so that case is not asserted here. (Before the
+// driver looked again after its yields, the window spanned them: a review measured runs seeing
+// `Dead` in 5 of 5 sessions of 3 000 kills, against 1 of 5 before restarts in place.)
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn no_run_starts_after_a_kill_is_published() {
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts()
+        .build()
+        .run();
+    handle
+        .add_task("keeper", Scripted::always(Step::Pend))
+        .unwrap();
+    let task = ChecksForItsDeath {
+        handle: Arc::default(),
+        runs: Arc::default(),
+        after_death: Arc::default(),
+    };
+    let _ = task.handle.set(handle.clone());
+    for round in 0..20 {
+        if round == 0 {
+            handle.add_task("crash", task.clone()).unwrap();
+        } else {
+            handle.restart("crash").unwrap();
+        }
+        let before = task.runs.load(SeqCst);
+        spin_until("the crash loop is going", || {
+            task.runs.load(SeqCst) > before + 50
+        })
+        .await;
+        handle.kill_task("crash").unwrap();
+        while handle.get_task_status("crash").await != Ok(Some(Dead)) {
+            tokio::task::yield_now().await;
+        }
+        settle().await;
+    }
+    assert_eq!(
+        task.after_death.load(SeqCst),
+        0,
+        "runs started after the kill was published"
+    );
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
