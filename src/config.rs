@@ -112,9 +112,14 @@ impl Config {
 
     /// Whether a task that has used `attempts` restarts may have another.
     pub(crate) fn may_restart(&self, attempts: u32) -> bool {
-        self.max_restart_attempts
-            .map_or(true, |limit| attempts < limit)
+        may_restart(self.max_restart_attempts, attempts)
     }
+}
+
+/// Whether a task that has used `attempts` restarts may have another under `limit` (`None`: no
+/// limit). The loop and a driver restarting in place both decide by this.
+pub(crate) fn may_restart(limit: Option<u32>, attempts: u32) -> bool {
+    limit.map_or(true, |limit| attempts < limit)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::config::may_restart;
 use crate::context::RunShared;
 use crate::event_loop::Message;
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
@@ -258,9 +259,7 @@ fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
     if !settings.restart_in_place
         || settings.ending.load(Ordering::Acquire)
         || settings.events.is_closed()
-        || settings
-            .max_restart_attempts
-            .is_some_and(|limit| attempts >= limit)
+        || !may_restart(settings.max_restart_attempts, attempts)
     {
         return false;
     }
