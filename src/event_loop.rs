@@ -748,10 +748,13 @@ impl EventLoop {
                 // Later in this tick, or in a later one: never act early.
                 let early_look = timer.kind == TimerKind::Heartbeat && tick < tick_of(timer.due);
                 let (due_at, later) = (timer.due, tick_of(timer.due).max(now_tick + 1));
-                self.queue(index, later);
-                if early_look && due_at - now_nanos < PRECISE_WINDOW {
-                    self.approach(index, due_at, now_nanos);
+                if early_look
+                    && due_at - now_nanos < PRECISE_WINDOW
+                    && self.approach(index, due_at, now_nanos)
+                {
+                    continue; // It beat since: its deadline has moved, and is queued.
                 }
+                self.queue(index, later);
                 continue;
             }
             timer.due = NEVER;
@@ -767,15 +770,15 @@ impl EventLoop {
     /// The watched run in `index` is due at `due`, less than `PRECISE_WINDOW` from `now`. If it
     /// beat since its deadline was set, its deadline moves on; if it is still silent, a
     /// blocking sleep until `due` (tens of microseconds precise) wakes the loop on time, where
-    /// Tokio's timer, with its millisecond ticks, could be a millisecond late. The entry queued
-    /// for the deadline's own tick stays as the fallback.
-    fn approach(&mut self, index: usize, due: Nanos, now: Nanos) {
+    /// Tokio's timer, with its millisecond ticks, could be a millisecond late. Returns whether
+    /// the deadline moved; if not, the caller queues the deadline's own tick as the fallback.
+    fn approach(&mut self, index: usize, due: Nanos, now: Nanos) -> bool {
         let slot = &self.slots[index];
         let Some(run) = slot.run.as_ref() else {
-            return;
+            return false;
         };
         if run.stopping || run.shared.generation() != slot.generation {
-            return;
+            return false;
         }
         if let Some(stamp) = run.shared.last_beat() {
             let last_beat = self.settings.instant_of(stamp);
@@ -784,7 +787,7 @@ impl EventLoop {
                 .map_or(NEVER, |at| nanos_since(self.settings.epoch, at));
             if moved > due {
                 self.watch(index, last_beat);
-                return;
+                return true;
             }
         }
         self.precise_slots.push(index as u32);
@@ -793,6 +796,7 @@ impl EventLoop {
             // to its tick.
             self.precise = Some(PreciseWait::start(Duration::from_nanos(due - now)));
         }
+        false
     }
 
     /// A precise wait has ended: check the silent runs that are due now. One that is not (the
