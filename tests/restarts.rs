@@ -19,6 +19,15 @@ fn builder() -> SupervisorBuilder {
         .with_base_restart_delay(SECOND)
 }
 
+/// A supervisor that restarts failed tasks at once and for ever.
+fn crash_loop_supervisor() -> task_supervisor::SupervisorHandle {
+    SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts()
+        .build()
+        .run()
+}
+
 #[tokio::test(start_paused = true)]
 async fn completed_task_is_not_restarted() {
     let task = Scripted::always(Step::Complete);
@@ -390,11 +399,7 @@ on_both_runtimes!(
 // first, and on a current-thread runtime commands (shutdown among them) were never reached.
 #[tokio::test(start_paused = true)]
 async fn a_crash_loop_does_not_starve_commands() {
-    let handle = SupervisorBuilder::new()
-        .with_base_restart_delay(Duration::ZERO)
-        .with_unlimited_restarts()
-        .build()
-        .run();
+    let handle = crash_loop_supervisor();
     let task = Scripted::always(Step::Fail);
     for index in 0..400 {
         handle
@@ -582,11 +587,7 @@ impl SupervisedTask for RunsAhead {
 /// runs only when the driver yields.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_crash_loop_in_place_stays_within_a_bounded_distance_of_the_loop() {
-    let handle = SupervisorBuilder::new()
-        .with_base_restart_delay(Duration::ZERO)
-        .with_unlimited_restarts()
-        .build()
-        .run();
+    let handle = crash_loop_supervisor();
     let mut changes = Changes::watch(&handle);
     let task = RunsAhead::default();
     handle.add_task("crash", task.clone()).unwrap();
@@ -635,11 +636,7 @@ async fn spin_until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 async fn a_kill_stops_a_crash_loop_in_place() {
-    let handle = SupervisorBuilder::new()
-        .with_base_restart_delay(Duration::ZERO)
-        .with_unlimited_restarts()
-        .build()
-        .run();
+    let handle = crash_loop_supervisor();
     let mut changes = Changes::watch(&handle);
     handle
         .add_task("keeper", Scripted::always(Step::Pend))
@@ -739,11 +736,7 @@ impl SupervisedTask for ChecksForItsDeath {
 // none in 5 with the second look.)
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn no_run_starts_after_a_kill_is_published() {
-    let handle = SupervisorBuilder::new()
-        .with_base_restart_delay(Duration::ZERO)
-        .with_unlimited_restarts()
-        .build()
-        .run();
+    let handle = crash_loop_supervisor();
     handle
         .add_task("keeper", Scripted::always(Step::Pend))
         .unwrap();
