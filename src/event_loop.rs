@@ -53,7 +53,7 @@ pub(crate) enum Message {
     /// A task added through a handle; its name is already reserved in the registry.
     Add {
         name: Arc<str>,
-        entry: Arc<TaskEntry>,
+        entry: TaskEntry,
         task: Box<dyn TaskTemplate>,
     },
     Restart {
@@ -72,7 +72,7 @@ pub(crate) enum Message {
 }
 
 /// A task the supervisor was built with: its name, its registry entry and its template.
-pub(crate) type InitialTask = (Arc<str>, Arc<TaskEntry>, Box<dyn TaskTemplate>);
+pub(crate) type InitialTask = (Arc<str>, TaskEntry, Box<dyn TaskTemplate>);
 
 /// What to do when the live run's exit arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ struct LiveRun {
 /// Everything the loop knows about one task.
 struct Slot {
     name: Arc<str>,
-    entry: Arc<TaskEntry>,
+    entry: TaskEntry,
     /// `None` while a driver holds it.
     template: Option<Box<dyn TaskTemplate>>,
     declares_heartbeats: bool,
@@ -319,7 +319,7 @@ impl EventLoop {
         }
     }
 
-    fn push_slot(&mut self, name: Arc<str>, entry: Arc<TaskEntry>, task: Box<dyn TaskTemplate>) {
+    fn push_slot(&mut self, name: Arc<str>, entry: TaskEntry, task: Box<dyn TaskTemplate>) {
         if entry.id as usize != self.slots.len() {
             tracing::error!(
                 task = %name,
@@ -476,7 +476,9 @@ impl EventLoop {
             tracing::error!(task = %slot.name, "restart out of order; this is a bug in task-supervisor");
         }
         slot.generation = id.generation;
-        slot.entry.record_failure(Arc::clone(&reason));
+        self.shared
+            .registry
+            .record_failure(slot.entry.id, Arc::clone(&reason));
         if run.stopping {
             // Asked to stop after the driver moved on: the stop is the new run's, and the
             // status stays what the stop made it.
@@ -649,7 +651,9 @@ impl EventLoop {
                 slot.attempts = 0;
             }
         }
-        slot.entry.record_failure(Arc::clone(&reason));
+        self.shared
+            .registry
+            .record_failure(slot.entry.id, Arc::clone(&reason));
         if self.config.may_restart(slot.attempts) {
             slot.attempts = slot.attempts.saturating_add(1);
             self.set_status(index, TaskStatus::Failed, Some(reason));

@@ -150,9 +150,9 @@ impl SupervisorHandle {
     /// stopped.
     pub fn restart(&self, name: &str) -> Result<(), SupervisorHandleError> {
         let shared = self.shared();
-        shared.registry.command(name, |entry| {
-            send(shared, Message::Restart { id: entry.id })
-        })
+        shared
+            .registry
+            .command(name, |id| send(shared, Message::Restart { id }))
     }
 
     /// Kills the task `name` for good: its run is stopped (cancellation, then the grace period,
@@ -168,7 +168,7 @@ impl SupervisorHandle {
         let shared = self.shared();
         shared
             .registry
-            .command(name, |entry| send(shared, Message::Kill { id: entry.id }))
+            .command(name, |id| send(shared, Message::Kill { id }))
     }
 
     /// Shuts the supervisor down: every run is asked to stop (cancellation, then the grace

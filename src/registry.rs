@@ -17,8 +17,14 @@
 //!
 //! # Why sharing is safe
 //!
-//! Membership and the lifecycle sit behind one `RwLock`; statuses are atomics inside entries
-//! that are never removed, so a reader holding an entry always sees a status the loop published.
+//! Membership and the lifecycle sit behind one `RwLock`. Statuses are one atomic byte per task in
+//! a table of fixed-size chunks that are never moved or removed, so the loop publishes without
+//! taking the lock, and a reader that found an id under the lock always sees a status the loop
+//! published. The table is dense (a hundred thousand statuses fit in 100 KB), so a status read
+//! touches one cache line beyond the map's own, and a listing reads statuses in runs.
+//!
+//! The last failure of each task is kept beside the table, in a vector the loop alone writes,
+//! on failures only; a task that never failed costs it nothing beyond its place in the vector.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -27,48 +33,40 @@ use crate::error::SupervisorHandleError;
 use crate::status::TaskStatus;
 use crate::sync::{AtomicU8, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// One registered task, as the handles see it.
-#[derive(Debug)]
+/// How many statuses one chunk of the status table holds (a few under `loom`, whose atomics
+/// are heavy).
+const CHUNK: usize = if cfg!(loom) { 4 } else { 256 };
+
+/// One chunk of the status table. Zeroed, every byte reads [`TaskStatus::Created`].
+type StatusChunk = [AtomicU8; CHUNK];
+
+fn new_chunk() -> Arc<StatusChunk> {
+    const _: () = assert!(TaskStatus::Created.as_u8() == 0);
+    Arc::new(std::array::from_fn(|_| AtomicU8::new(0)))
+}
+
+/// One registered task, as the loop holds it: its id and the byte its status is published in.
+#[derive(Debug, Clone)]
 pub(crate) struct TaskEntry {
     /// The task's slot in the loop.
     pub(crate) id: u32,
-    status: AtomicU8,
-    /// Why its last failed run failed. Written by the loop on a failure only, so the lock is
-    /// off every other path.
-    last_failure: std::sync::Mutex<Option<Arc<str>>>,
+    /// The chunk of the status table that holds this task's byte.
+    chunk: Arc<StatusChunk>,
 }
 
 impl TaskEntry {
-    fn new(id: u32) -> Self {
-        Self {
-            id,
-            status: AtomicU8::new(TaskStatus::Created.as_u8()),
-            last_failure: std::sync::Mutex::new(None),
-        }
+    fn cell(&self) -> &AtomicU8 {
+        &self.chunk[self.id as usize % CHUNK]
     }
 
+    #[cfg(loom)]
     pub(crate) fn status(&self) -> TaskStatus {
-        TaskStatus::from_u8(self.status.load(Ordering::Acquire))
-    }
-
-    /// Records why the last run failed. Only the loop calls this (invariant 1).
-    pub(crate) fn record_failure(&self, reason: Arc<str>) {
-        *self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
-    }
-
-    pub(crate) fn last_failure(&self) -> Option<Arc<str>> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        TaskStatus::from_u8(self.cell().load(Ordering::Acquire))
     }
 
     /// Publishes a status. Only the loop calls this (invariant 1).
     pub(crate) fn publish(&self, status: TaskStatus) {
-        self.status.store(status.as_u8(), Ordering::Release);
+        self.cell().store(status.as_u8(), Ordering::Release);
     }
 }
 
@@ -85,14 +83,42 @@ enum Lifecycle {
 
 #[derive(Debug)]
 struct Inner {
-    by_name: HashMap<Arc<str>, Arc<TaskEntry>>,
+    /// Each name's id. Ids are dense: the `n`th task registered has id `n - 1`.
+    by_name: HashMap<Arc<str>, u32>,
+    /// The status table: id `i` is byte `i % CHUNK` of chunk `i / CHUNK`. Only grows.
+    statuses: Vec<Arc<StatusChunk>>,
     lifecycle: Lifecycle,
+}
+
+impl Inner {
+    fn status(&self, id: u32) -> TaskStatus {
+        let id = id as usize;
+        TaskStatus::from_u8(self.statuses[id / CHUNK][id % CHUNK].load(Ordering::Acquire))
+    }
+
+    /// Gives the next task its id and its entry. The caller inserts the name.
+    fn reserve(&mut self) -> Option<TaskEntry> {
+        let id = u32::try_from(self.by_name.len()).ok()?;
+        let chunk_index = id as usize / CHUNK;
+        if chunk_index == self.statuses.len() {
+            self.statuses.push(new_chunk());
+        }
+        // An id given before and undone (its `Add` was never sent) comes back with its byte
+        // untouched: only the loop writes statuses, and it never heard of that id.
+        Some(TaskEntry {
+            id,
+            chunk: Arc::clone(&self.statuses[chunk_index]),
+        })
+    }
 }
 
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub(crate) struct Registry {
     inner: RwLock<Inner>,
+    /// Why each task's last failed run failed, by id, up to the highest id that failed.
+    /// Written by the loop on failures only, so the lock is off every other path.
+    failures: std::sync::Mutex<Vec<Option<Arc<str>>>>,
 }
 
 impl Registry {
@@ -100,9 +126,21 @@ impl Registry {
         Self {
             inner: RwLock::new(Inner {
                 by_name: HashMap::new(),
+                statuses: Vec::new(),
                 lifecycle: Lifecycle::Running,
             }),
+            failures: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records why task `id`'s last run failed. Only the loop calls this (invariant 1).
+    pub(crate) fn record_failure(&self, id: u32, reason: Arc<str>) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = id as usize;
+        if index >= failures.len() {
+            failures.resize(index + 1, None);
+        }
+        failures[index] = Some(reason);
     }
 
     // Nothing panics while the lock is held, but a poisoned lock must not take the
@@ -120,7 +158,7 @@ impl Registry {
     pub(crate) fn add(
         &self,
         name: &str,
-        send: impl FnOnce(Arc<str>, Arc<TaskEntry>) -> Result<(), SupervisorHandleError>,
+        send: impl FnOnce(Arc<str>, TaskEntry) -> Result<(), SupervisorHandleError>,
     ) -> Result<(), SupervisorHandleError> {
         let mut inner = self.write();
         if inner.lifecycle != Lifecycle::Running {
@@ -131,11 +169,11 @@ impl Registry {
                 name: name.to_owned(),
             });
         }
-        let id = u32::try_from(inner.by_name.len())
-            .map_err(|_| SupervisorHandleError::SupervisorStopped)?;
+        let entry = inner
+            .reserve()
+            .ok_or(SupervisorHandleError::SupervisorStopped)?;
         let name: Arc<str> = Arc::from(name);
-        let entry = Arc::new(TaskEntry::new(id));
-        inner.by_name.insert(Arc::clone(&name), Arc::clone(&entry));
+        inner.by_name.insert(Arc::clone(&name), entry.id);
         if let Err(error) = send(Arc::clone(&name), entry) {
             inner.by_name.remove(&name);
             return Err(error);
@@ -144,17 +182,18 @@ impl Registry {
     }
 
     /// Finds `name` and hands its entry to `send` under the read lock (invariant 2).
+    /// `send` gets the task's id.
     pub(crate) fn command(
         &self,
         name: &str,
-        send: impl FnOnce(&TaskEntry) -> Result<(), SupervisorHandleError>,
+        send: impl FnOnce(u32) -> Result<(), SupervisorHandleError>,
     ) -> Result<(), SupervisorHandleError> {
         let inner = self.read();
         if inner.lifecycle != Lifecycle::Running {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
         match inner.by_name.get(name) {
-            Some(entry) => send(entry),
+            Some(&id) => send(id),
             None => Err(SupervisorHandleError::TaskNotFound {
                 name: name.to_owned(),
             }),
@@ -192,12 +231,13 @@ impl Registry {
     }
 
     /// Registers the tasks the supervisor was built with, before its loop starts.
-    pub(crate) fn add_initial(&self, name: Arc<str>) -> Arc<TaskEntry> {
+    ///
+    /// Returns `None` once `u32::MAX` tasks are registered.
+    pub(crate) fn add_initial(&self, name: Arc<str>) -> Option<TaskEntry> {
         let mut inner = self.write();
-        let id = u32::try_from(inner.by_name.len()).unwrap_or(u32::MAX);
-        let entry = Arc::new(TaskEntry::new(id));
-        inner.by_name.insert(name, Arc::clone(&entry));
-        entry
+        let entry = inner.reserve()?;
+        inner.by_name.insert(name, entry.id);
+        Some(entry)
     }
 
     pub(crate) fn status(&self, name: &str) -> Result<Option<TaskStatus>, SupervisorHandleError> {
@@ -205,7 +245,7 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        Ok(inner.by_name.get(name).map(|entry| entry.status()))
+        Ok(inner.by_name.get(name).map(|&id| inner.status(id)))
     }
 
     pub(crate) fn last_failure(
@@ -216,12 +256,14 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        match inner.by_name.get(name) {
-            Some(entry) => Ok(entry.last_failure()),
-            None => Err(SupervisorHandleError::TaskNotFound {
+        let Some(&id) = inner.by_name.get(name) else {
+            return Err(SupervisorHandleError::TaskNotFound {
                 name: name.to_owned(),
-            }),
-        }
+            });
+        };
+        drop(inner);
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(failures.get(id as usize).cloned().flatten())
     }
 
     pub(crate) fn statuses(&self) -> Result<HashMap<String, TaskStatus>, SupervisorHandleError> {
@@ -229,11 +271,21 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        Ok(inner
+        // Two passes: the first reads every name and status with nothing else in the loop's
+        // body, so their cache misses overlap; the second copies the names, now cached, and
+        // hashes them into the new map.
+        let listed: Vec<(&str, TaskStatus)> = inner
             .by_name
             .iter()
-            .map(|(name, entry)| (name.to_string(), entry.status()))
-            .collect())
+            .map(|(name, &id)| (&**name, inner.status(id)))
+            .collect();
+        let mut statuses = HashMap::with_capacity(listed.len());
+        statuses.extend(
+            listed
+                .into_iter()
+                .map(|(name, status)| (name.to_owned(), status)),
+        );
+        Ok(statuses)
     }
 
     pub(crate) fn shared_statuses(
@@ -248,7 +300,7 @@ impl Registry {
             inner
                 .by_name
                 .iter()
-                .map(|(name, entry)| (Arc::clone(name), entry.status())),
+                .map(|(name, &id)| (Arc::clone(name), inner.status(id))),
         );
         Ok(statuses)
     }
@@ -273,7 +325,7 @@ pub struct LoomRegistry(Registry);
 #[cfg(loom)]
 #[doc(hidden)]
 #[derive(Debug, Clone)]
-pub struct LoomEntry(Arc<TaskEntry>);
+pub struct LoomEntry(TaskEntry);
 
 #[cfg(loom)]
 impl LoomRegistry {
@@ -298,7 +350,7 @@ impl LoomRegistry {
         name: &str,
         send: impl FnOnce(u32) -> Result<(), SupervisorHandleError>,
     ) -> Result<(), SupervisorHandleError> {
-        self.0.command(name, |entry| send(entry.id))
+        self.0.command(name, send)
     }
 
     /// See [`Registry::close`].
@@ -357,7 +409,7 @@ impl LoomEntry {
 mod tests {
     use super::*;
 
-    fn ok(_: Arc<str>, _: Arc<TaskEntry>) -> Result<(), SupervisorHandleError> {
+    fn ok(_: Arc<str>, _: TaskEntry) -> Result<(), SupervisorHandleError> {
         Ok(())
     }
 
@@ -422,6 +474,98 @@ mod tests {
         assert_eq!(
             registry.statuses(),
             Err(SupervisorHandleError::SupervisorStopped)
+        );
+    }
+
+    /// Adds `count` tasks named by their index and keeps the entries the loop would get.
+    fn registry_of(count: usize) -> (Registry, Vec<TaskEntry>) {
+        let registry = Registry::new();
+        let mut entries = Vec::new();
+        for index in 0..count {
+            registry
+                .add(&index.to_string(), |_, entry| {
+                    entries.push(entry);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        (registry, entries)
+    }
+
+    #[test]
+    fn each_task_reads_its_own_status_across_chunks() {
+        let count = 3 * CHUNK + 1;
+        let (registry, entries) = registry_of(count);
+        let status_of = |index: usize| match index % 3 {
+            0 => TaskStatus::Healthy,
+            1 => TaskStatus::Failed,
+            _ => TaskStatus::Dead,
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.id as usize, index);
+            entry.publish(status_of(index));
+        }
+        for index in 0..count {
+            assert_eq!(
+                registry.status(&index.to_string()),
+                Ok(Some(status_of(index)))
+            );
+        }
+        let listed = registry.statuses().unwrap();
+        let shared = registry.shared_statuses().unwrap();
+        assert_eq!(listed.len(), count);
+        assert_eq!(shared.len(), count);
+        for (name, status) in shared {
+            let index: usize = name.parse().unwrap();
+            assert_eq!(status, status_of(index));
+            assert_eq!(listed[&*name], status);
+        }
+    }
+
+    #[test]
+    fn an_undone_id_comes_back_created() {
+        let (registry, entries) = registry_of(CHUNK);
+        entries[0].publish(TaskStatus::Healthy);
+        // The next id opens the second chunk; refused, it is given again, to the next add.
+        let refused = registry.add("late", |_, _| Err(SupervisorHandleError::SupervisorStopped));
+        assert_eq!(refused, Err(SupervisorHandleError::SupervisorStopped));
+        let mut ids = Vec::new();
+        for name in ["x", "y"] {
+            registry
+                .add(name, |_, entry| {
+                    ids.push(entry.id);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(ids, [CHUNK as u32, CHUNK as u32 + 1]);
+        assert_eq!(registry.read().statuses.len(), 2);
+        assert_eq!(registry.status("late"), Ok(None));
+        assert_eq!(registry.status("x"), Ok(Some(TaskStatus::Created)));
+        assert_eq!(registry.status("y"), Ok(Some(TaskStatus::Created)));
+        assert_eq!(registry.status("0"), Ok(Some(TaskStatus::Healthy)));
+    }
+
+    #[test]
+    fn the_last_failure_is_kept_per_task() {
+        let (registry, entries) = registry_of(CHUNK + 2);
+        let far = entries.last().unwrap().id;
+        assert_eq!(registry.last_failure("1"), Ok(None));
+        registry.record_failure(far, Arc::from("first"));
+        registry.record_failure(1, Arc::from("one"));
+        registry.record_failure(far, Arc::from("second"));
+        let far_name = far.to_string();
+        assert_eq!(
+            registry.last_failure(&far_name).unwrap().as_deref(),
+            Some("second")
+        );
+        assert_eq!(registry.last_failure("1").unwrap().as_deref(), Some("one"));
+        assert_eq!(registry.last_failure("0"), Ok(None));
+        assert_eq!(
+            registry.last_failure("nobody"),
+            Err(SupervisorHandleError::TaskNotFound {
+                name: "nobody".into()
+            })
         );
     }
 

@@ -71,9 +71,13 @@ impl Supervisor {
         let tasks = self
             .tasks
             .into_iter()
-            .map(|(name, task)| {
-                let entry = shared.registry.add_initial(Arc::clone(&name));
-                (name, entry, task)
+            .filter_map(|(name, task)| {
+                // Only a builder holding over four billion tasks runs out of ids.
+                let Some(entry) = shared.registry.add_initial(Arc::clone(&name)) else {
+                    tracing::error!(task = %name, "no id left for this task; it is not supervised");
+                    return None;
+                };
+                Some((name, entry, task))
             })
             .collect();
         let event_loop = EventLoop::new(self.config, Arc::clone(&shared), receiver, tasks);
