@@ -271,19 +271,12 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        // Two passes: the first reads every name and status with nothing else in the loop's
-        // body, so their cache misses overlap; the second copies the names, now cached, and
-        // hashes them into the new map.
-        let listed: Vec<(&str, TaskStatus)> = inner
-            .by_name
-            .iter()
-            .map(|(name, &id)| (&**name, inner.status(id)))
-            .collect();
-        let mut statuses = HashMap::with_capacity(listed.len());
+        let mut statuses = HashMap::with_capacity(inner.by_name.len());
         statuses.extend(
-            listed
-                .into_iter()
-                .map(|(name, status)| (name.to_owned(), status)),
+            inner
+                .by_name
+                .iter()
+                .map(|(name, &id)| (String::from(&**name), inner.status(id))),
         );
         Ok(statuses)
     }
