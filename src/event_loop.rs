@@ -14,7 +14,7 @@
 //!    holds none, a slot lets go of its driver only when the driver's exit has arrived, which
 //!    is sent after its last run's future was dropped, and a driver runs one run at a time.
 //! 2. The loop is the only writer of task state. Statuses are published to the registry with
-//!    [`TaskEntry::publish`], and only from [`EventLoop::set_status`].
+//!    [`StatusCell::publish`], and only from [`EventLoop::set_status`].
 //! 3. Every status change is an edge of the state machine in [`crate::status`]
 //!    (checked in debug builds by `set_status`).
 //! 4. `kill_task` is final for the run it stops: killing clears the slot's deadline, so a
@@ -38,11 +38,12 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backoff::{exponential_delay, with_jitter, JitterSource};
+use crate::chunked::ChunkedVec;
 use crate::config::Config;
 use crate::context::{RunSettings, RunShared};
 use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
-use crate::registry::TaskEntry;
+use crate::registry::{StatusCell, TaskEntry};
 use crate::run::{self, DriverStart, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
 use crate::status::{StatusChange, TaskStatus};
 use crate::supervisor::Shared;
@@ -110,7 +111,6 @@ const NEVER: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Timer {
-    kind: TimerKind,
     /// When the slot wants to be woken, exactly, or `NEVER`.
     due: Nanos,
     /// The earliest tick at which the queue holds an entry for this slot, or `NEVER`. An entry
@@ -129,9 +129,13 @@ struct LiveRun {
 }
 
 /// Everything the loop knows about one task.
+///
+/// Every byte of it counts once per task (about 13 MB at 100k tasks), so it keeps what it can
+/// in the smallest form: its id is its index, times are nanoseconds since the loop's epoch.
 struct Slot {
     name: Arc<str>,
-    entry: TaskEntry,
+    /// Where the task's status is published; the slot's index is the task's id.
+    status_cell: StatusCell,
     /// `None` while a driver holds it.
     template: Option<Box<dyn TaskTemplate>>,
     declares_heartbeats: bool,
@@ -144,7 +148,10 @@ struct Slot {
     spare_run: Option<Arc<RunShared>>,
     after_exit: AfterExit,
     timer: Timer,
-    healthy_since: Option<Instant>,
+    /// What `timer` is for (kept out of `Timer`, whose padding it would double).
+    timer_kind: TimerKind,
+    /// Since when the live run has been healthy, in nanoseconds since the epoch, or `NEVER`.
+    healthy_since: Nanos,
     /// Dead because its attempts ran out (a kill does not count).
     dead_of_failure: bool,
 }
@@ -167,7 +174,7 @@ pub(crate) struct EventLoop {
     shared: Arc<Shared>,
     receiver: UnboundedReceiver<Message>,
     settings: Arc<RunSettings>,
-    slots: Vec<Slot>,
+    slots: ChunkedVec<Slot>,
     /// Drivers spawned whose exit has not arrived yet.
     live_runs: usize,
     deadlines: DeadlineQueue,
@@ -241,7 +248,7 @@ impl EventLoop {
             shared,
             receiver,
             settings,
-            slots: Vec::with_capacity(tasks.len()),
+            slots: ChunkedVec::new(),
             live_runs: 0,
             deadlines: DeadlineQueue::default(),
             due: Vec::new(),
@@ -310,7 +317,7 @@ impl EventLoop {
         let _ = self.shared.outcome.set(result);
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
-        for slot in std::mem::take(&mut self.slots) {
+        for slot in self.slots.take_all() {
             run::drop_guarded(slot);
         }
         // Commands that arrived as the supervisor ended may hold tasks too.
@@ -335,7 +342,7 @@ impl EventLoop {
             });
         self.slots.push(Slot {
             name,
-            entry,
+            status_cell: entry.into_cell(),
             template: Some(task),
             declares_heartbeats,
             status: TaskStatus::Created,
@@ -345,11 +352,11 @@ impl EventLoop {
             spare_run: None,
             after_exit: AfterExit::Decide,
             timer: Timer {
-                kind: TimerKind::BackOff,
                 due: NEVER,
                 queued: NEVER,
             },
-            healthy_since: None,
+            timer_kind: TimerKind::BackOff,
+            healthy_since: NEVER,
             dead_of_failure: false,
         });
     }
@@ -446,7 +453,7 @@ impl EventLoop {
             None
         };
         if progress.alive && slot.status == TaskStatus::Starting {
-            slot.healthy_since = Some(Instant::now());
+            slot.healthy_since = nanos_since(self.settings.epoch, Instant::now());
             self.set_status(index, TaskStatus::Healthy, None);
         }
         if let Some(last_beat) = watch_from {
@@ -478,7 +485,7 @@ impl EventLoop {
         slot.generation = id.generation;
         self.shared
             .registry
-            .record_failure(slot.entry.id, Arc::clone(&reason));
+            .record_failure(index as u32, Arc::clone(&reason));
         if run.stopping {
             // Asked to stop after the driver moved on: the stop is the new run's, and the
             // status stays what the stop made it.
@@ -542,7 +549,7 @@ impl EventLoop {
         let slot = &mut self.slots[index];
         slot.after_exit = AfterExit::Decide;
         slot.timer.due = NEVER;
-        slot.healthy_since = None;
+        slot.healthy_since = NEVER;
         let watched = slot.declares_heartbeats;
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
@@ -644,16 +651,18 @@ impl EventLoop {
     fn fail(&mut self, index: usize, reason: Arc<str>, healthy_until: Option<Instant>) -> bool {
         let stable_after = self.config.task_being_stable_after;
         let slot = &mut self.slots[index];
-        if let Some(since) = slot.healthy_since.take() {
+        let since = std::mem::replace(&mut slot.healthy_since, NEVER);
+        if since != NEVER {
             // The clock is read only for a run that proved healthy: a crash loop skips it.
             let until = healthy_until.unwrap_or_else(Instant::now);
-            if until.saturating_duration_since(since) >= stable_after {
+            let healthy_for = nanos_since(self.settings.epoch, until).saturating_sub(since);
+            if u128::from(healthy_for) >= stable_after.as_nanos() {
                 slot.attempts = 0;
             }
         }
         self.shared
             .registry
-            .record_failure(slot.entry.id, Arc::clone(&reason));
+            .record_failure(index as u32, Arc::clone(&reason));
         if self.config.may_restart(slot.attempts) {
             slot.attempts = slot.attempts.saturating_add(1);
             self.set_status(index, TaskStatus::Failed, Some(reason));
@@ -709,9 +718,9 @@ impl EventLoop {
             Some(at) => nanos_since(self.settings.epoch, at),
             None => NEVER,
         };
-        let timer = &mut self.slots[index].timer;
-        timer.kind = kind;
-        timer.due = due;
+        let slot = &mut self.slots[index];
+        slot.timer_kind = kind;
+        slot.timer.due = due;
         let mut tick = tick_of(due);
         if kind == TimerKind::Heartbeat && granularity == 1 {
             // A tick early: Tokio's timer wakes up to a millisecond late, so the loop looks a
@@ -740,7 +749,8 @@ impl EventLoop {
         self.deadlines.pop_due(now_tick, &mut due);
         for (tick, slot) in due.drain(..) {
             let index = slot as usize;
-            let timer = &mut self.slots[index].timer;
+            let slot = &mut self.slots[index];
+            let (timer, kind) = (&mut slot.timer, slot.timer_kind);
             if timer.queued != tick {
                 continue; // Superseded by an earlier entry.
             }
@@ -750,7 +760,7 @@ impl EventLoop {
             }
             if timer.due > now_nanos {
                 // Later in this tick, or in a later one: never act early.
-                let early_look = timer.kind == TimerKind::Heartbeat && tick < tick_of(timer.due);
+                let early_look = kind == TimerKind::Heartbeat && tick < tick_of(timer.due);
                 let (due_at, later) = (timer.due, tick_of(timer.due).max(now_tick + 1));
                 if early_look
                     && due_at - now_nanos < PRECISE_WINDOW
@@ -762,7 +772,7 @@ impl EventLoop {
                 continue;
             }
             timer.due = NEVER;
-            match timer.kind {
+            match kind {
                 TimerKind::BackOff => self.start(index),
                 TimerKind::Heartbeat => self.check_heartbeat(index, now),
                 TimerKind::Grace => self.abort_run(index),
@@ -811,8 +821,12 @@ impl EventLoop {
         let mut slots = std::mem::take(&mut self.precise_slots);
         for slot in slots.drain(..) {
             let index = slot as usize;
-            let timer = &mut self.slots[index].timer;
-            if timer.kind == TimerKind::Heartbeat && timer.due != NEVER && timer.due <= now_nanos {
+            let slot = &mut self.slots[index];
+            let timer = &mut slot.timer;
+            if slot.timer_kind == TimerKind::Heartbeat
+                && timer.due != NEVER
+                && timer.due <= now_nanos
+            {
                 timer.due = NEVER;
                 self.check_heartbeat(index, now);
             }
@@ -937,7 +951,7 @@ impl EventLoop {
         );
         let was_finished = slot.is_finished();
         slot.status = to;
-        slot.entry.publish(to);
+        slot.status_cell.publish(index as u32, to);
         // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
             slot.dead_of_failure = false;

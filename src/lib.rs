@@ -87,6 +87,7 @@
 
 mod backoff;
 mod builder;
+mod chunked;
 mod config;
 mod context;
 mod deadline;

@@ -55,18 +55,33 @@ pub(crate) struct TaskEntry {
 }
 
 impl TaskEntry {
-    fn cell(&self) -> &AtomicU8 {
-        &self.chunk[self.id as usize % CHUNK]
+    /// Where to publish this task's statuses, for a holder that keeps the id elsewhere.
+    pub(crate) fn into_cell(self) -> StatusCell {
+        StatusCell(self.chunk)
     }
 
     #[cfg(loom)]
     pub(crate) fn status(&self) -> TaskStatus {
-        TaskStatus::from_u8(self.cell().load(Ordering::Acquire))
+        TaskStatus::from_u8(self.chunk[self.id as usize % CHUNK].load(Ordering::Acquire))
     }
 
-    /// Publishes a status. Only the loop calls this (invariant 1).
+    /// Publishes a status, as the loop would (unit and `loom` tests only).
+    #[cfg(any(test, loom))]
     pub(crate) fn publish(&self, status: TaskStatus) {
-        self.cell().store(status.as_u8(), Ordering::Release);
+        StatusCell(Arc::clone(&self.chunk)).publish(self.id, status);
+    }
+}
+
+/// The chunk of the status table one task's byte is in; the loop keeps it in the task's slot,
+/// whose index is the task's id. Half the size of a [`TaskEntry`].
+#[derive(Debug)]
+pub(crate) struct StatusCell(Arc<StatusChunk>);
+
+impl StatusCell {
+    /// Publishes the status of task `id`, whose entry this cell came from. Only the loop calls
+    /// this (invariant 1).
+    pub(crate) fn publish(&self, id: u32, status: TaskStatus) {
+        self.0[id as usize % CHUNK].store(status.as_u8(), Ordering::Release);
     }
 }
 
