@@ -291,8 +291,11 @@ impl EventLoop {
             }
             // Unbiased: with many runs failing at once, messages are always ready, and a fixed
             // order would starve timers.
+            // From here until an arm runs, a handle's message may find the loop waiting.
+            self.shared.set_loop_waiting(true);
             tokio::select! {
                 Some(message) = self.receiver.recv() => {
+                    self.shared.set_loop_waiting(false);
                     self.on_message(message);
                     // What else is ready now, in a bounded batch: one wake-up, many events.
                     for _ in 0..BATCH {
@@ -301,10 +304,12 @@ impl EventLoop {
                     }
                 }
                 () = &mut sleep, if sleeping_until.is_some() => {
+                    self.shared.set_loop_waiting(false);
                     sleeping_until = None;
                     self.on_timers();
                 }
                 _ = async { (&mut self.precise.as_mut()?.done).await.ok() }, if self.precise.is_some() => {
+                    self.shared.set_loop_waiting(false);
                     self.precise = None;
                     self.on_precise();
                 }

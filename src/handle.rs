@@ -131,6 +131,9 @@ impl SupervisorHandle {
                     SupervisorHandleError::SupervisorStopped
                 })
         });
+        if added.is_ok() {
+            shared.nudge_loop();
+        }
         // A task that was not taken is dropped here, where its `Drop` cannot unwind into
         // the caller.
         run::drop_guarded(refused);

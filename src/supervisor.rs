@@ -81,7 +81,11 @@ impl Supervisor {
             })
             .collect();
         let event_loop = EventLoop::new(self.config, Arc::clone(&shared), receiver, tasks);
+        // Spawned from a worker, the loop starts in that worker's LIFO slot, as if woken
+        // there: see `Shared::nudge_loop`.
+        shared.set_loop_waiting(true);
         let task = tokio::spawn(event_loop.run());
+        shared.nudge_loop();
         // Nobody else can hold the lock yet: the handle that would is made below.
         if let Ok(mut slot) = shared.loop_task.try_lock() {
             *slot = Some(task);
@@ -121,7 +125,16 @@ pub(crate) struct Shared {
     /// begins to end by itself): drivers stop restarting runs in place at once, instead of when
     /// the loop gets to their stop.
     pub(crate) ending: Arc<AtomicBool>,
+    /// Whether the loop is waiting, or about to wait, for its next event (see
+    /// [`Shared::nudge_loop`]). On a cache line of its own: the loop writes it once per
+    /// wake-up, and every `add_task` reads it.
+    loop_waiting: Padded<AtomicBool>,
 }
+
+/// Keeps a value on cache lines of its own (128 bytes: x86 fetches lines in pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 #[derive(Default)]
 struct StatusChannel {
@@ -130,6 +143,35 @@ struct StatusChannel {
 }
 
 impl Shared {
+    /// Tells handles whether the loop is waiting for its next event. The loop sets it before
+    /// it waits and clears it when it wakes.
+    pub(crate) fn set_loop_waiting(&self, waiting: bool) {
+        self.loop_waiting.0.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Called by a handle after it sent the loop work (an `Add`): lets another worker run the
+    /// loop beside the caller.
+    ///
+    /// A message to a waiting loop wakes it, and Tokio schedules a task woken from a worker
+    /// in that worker's LIFO slot, which no other worker may steal from (tokio-rs/tokio#4941).
+    /// A caller that adds many tasks without yielding would hold the loop there until it
+    /// yields, and the loop's work (spawning every run) would follow the caller's instead of
+    /// running beside it. Scheduling one more, empty, task pushes the loop out of the slot to
+    /// the worker's run queue and wakes an idle worker, which takes it. This costs a spawn per
+    /// wake-up of a waiting loop, and nothing while the loop is busy. It is a heuristic: a
+    /// stale flag either way costs one needless spawn or leaves the loop where Tokio put it.
+    pub(crate) fn nudge_loop(&self) {
+        let waiting = &self.loop_waiting.0;
+        if !waiting.load(Ordering::Relaxed) || !waiting.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                drop(runtime.spawn(async {}));
+            }
+        }
+    }
+
     fn new(sender: mpsc::UnboundedSender<Message>) -> Self {
         Self {
             registry: Registry::new(),
@@ -138,6 +180,7 @@ impl Shared {
             loop_task: Mutex::new(None),
             status_changes: std::sync::Mutex::default(),
             subscribed: AtomicBool::new(false),
+            loop_waiting: Padded(AtomicBool::new(false)),
             ending: Arc::new(AtomicBool::new(false)),
         }
     }
