@@ -26,6 +26,7 @@
 //! The last failure of each task is kept beside the table, in a vector the loop alone writes,
 //! on failures only; a task that never failed costs it nothing beyond its place in the vector.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
@@ -179,16 +180,22 @@ impl Registry {
         if inner.lifecycle != Lifecycle::Running {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        if inner.by_name.contains_key(name) {
-            return Err(SupervisorHandleError::TaskAlreadyExists {
-                name: name.to_owned(),
-            });
-        }
-        let entry = inner
-            .reserve()
-            .ok_or(SupervisorHandleError::SupervisorStopped)?;
+        let Some(entry) = inner.reserve() else {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        };
+        // One hash and one probe: the name (and the id, which a refusal leaves to the next
+        // add) is made before the name is known to be new, which costs only on the error path.
         let name: Arc<str> = Arc::from(name);
-        inner.by_name.insert(Arc::clone(&name), entry.id);
+        match inner.by_name.entry(Arc::clone(&name)) {
+            Entry::Occupied(_) => {
+                return Err(SupervisorHandleError::TaskAlreadyExists {
+                    name: name.to_string(),
+                })
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(entry.id);
+            }
+        }
         if let Err(error) = send(Arc::clone(&name), entry) {
             inner.by_name.remove(&name);
             return Err(error);
