@@ -41,6 +41,9 @@ const CHUNK: usize = if cfg!(loom) { 4 } else { 256 };
 /// One chunk of the status table. Zeroed, every byte reads [`TaskStatus::Created`].
 type StatusChunk = [AtomicU8; CHUNK];
 
+// A task's place in its chunk fits a byte.
+const _: () = assert!(CHUNK <= 256);
+
 fn new_chunk() -> Arc<StatusChunk> {
     const _: () = assert!(TaskStatus::Created.as_u8() == 0);
     Arc::new(std::array::from_fn(|_| AtomicU8::new(0)))
@@ -56,9 +59,12 @@ pub(crate) struct TaskEntry {
 }
 
 impl TaskEntry {
-    /// Where to publish this task's statuses, for a holder that keeps the id elsewhere.
-    pub(crate) fn into_cell(self) -> StatusCell {
-        StatusCell(self.chunk)
+    /// Where to publish this task's statuses: its chunk, and its byte's place in the chunk
+    /// (which the loop keeps in its slot, where a byte costs nothing).
+    pub(crate) fn into_cell(self) -> (StatusCell, u8) {
+        // In range: `CHUNK <= 256`.
+        let offset = (self.id as usize % CHUNK) as u8;
+        (StatusCell(self.chunk), offset)
     }
 
     #[cfg(loom)]
@@ -69,20 +75,21 @@ impl TaskEntry {
     /// Publishes a status, as the loop would (unit and `loom` tests only).
     #[cfg(any(test, loom))]
     pub(crate) fn publish(&self, status: TaskStatus) {
-        StatusCell(Arc::clone(&self.chunk)).publish(self.id, status);
+        let (cell, offset) = self.clone().into_cell();
+        cell.publish(offset, status);
     }
 }
 
-/// The chunk of the status table one task's byte is in; the loop keeps it in the task's slot,
-/// whose index is the task's id. Half the size of a [`TaskEntry`].
+/// The chunk of the status table one task's byte is in, as the loop keeps it in the task's slot
+/// (with the byte's place beside it). Half the size of a [`TaskEntry`].
 #[derive(Debug)]
 pub(crate) struct StatusCell(Arc<StatusChunk>);
 
 impl StatusCell {
-    /// Publishes the status of task `id`, whose entry this cell came from. Only the loop calls
-    /// this (invariant 1).
-    pub(crate) fn publish(&self, id: u32, status: TaskStatus) {
-        self.0[id as usize % CHUNK].store(status.as_u8(), Ordering::Release);
+    /// Publishes a status into byte `offset` of the chunk, the place [`TaskEntry::into_cell`]
+    /// gave with this cell. Only the loop calls this (invariant 1).
+    pub(crate) fn publish(&self, offset: u8, status: TaskStatus) {
+        self.0[usize::from(offset)].store(status.as_u8(), Ordering::Release);
     }
 }
 
@@ -181,7 +188,14 @@ impl Registry {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
         let Some(entry) = inner.reserve() else {
-            return Err(SupervisorHandleError::SupervisorStopped);
+            // Out of ids: the name may still be taken, which is the better answer.
+            return Err(if inner.by_name.contains_key(name) {
+                SupervisorHandleError::TaskAlreadyExists {
+                    name: name.to_owned(),
+                }
+            } else {
+                SupervisorHandleError::SupervisorStopped
+            });
         };
         // One hash and one probe: the name (and the id, which a refusal leaves to the next
         // add) is made before the name is known to be new, which costs only on the error path.
@@ -203,8 +217,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Finds `name` and hands its entry to `send` under the read lock (invariant 2).
-    /// `send` gets the task's id.
+    /// Finds `name` and hands its id to `send` under the read lock (invariant 2).
     pub(crate) fn command(
         &self,
         name: &str,
@@ -258,7 +271,9 @@ impl Registry {
     pub(crate) fn add_initial(&self, name: Arc<str>) -> Option<TaskEntry> {
         let mut inner = self.write();
         let entry = inner.reserve()?;
-        inner.by_name.insert(name, entry.id);
+        let replaced = inner.by_name.insert(name, entry.id);
+        // The builder keeps one task per name, so ids stay dense.
+        debug_assert!(replaced.is_none(), "a builder task registered twice");
         Some(entry)
     }
 

@@ -12,6 +12,7 @@ use crate::error::SupervisorError;
 use crate::event_loop::{EventLoop, Message};
 use crate::handle::SupervisorHandle;
 use crate::registry::Registry;
+use crate::run;
 use crate::status::StatusChange;
 use crate::task::TaskTemplate;
 
@@ -75,6 +76,7 @@ impl Supervisor {
                 // Only a builder holding over four billion tasks runs out of ids.
                 let Some(entry) = shared.registry.add_initial(Arc::clone(&name)) else {
                     tracing::error!(task = %name, "no id left for this task; it is not supervised");
+                    run::drop_guarded(task);
                     return None;
                 };
                 Some((name, entry, task))
@@ -149,17 +151,23 @@ impl Shared {
         self.loop_waiting.0.store(waiting, Ordering::Relaxed);
     }
 
-    /// Called by a handle after it sent the loop work (an `Add`): lets another worker run the
-    /// loop beside the caller.
+    /// Called by `run()` after spawning the loop, and by `add_task` after sending it an `Add`:
+    /// lets another worker run the loop beside the caller.
     ///
-    /// A message to a waiting loop wakes it, and Tokio schedules a task woken from a worker
-    /// in that worker's LIFO slot, which no other worker may steal from (tokio-rs/tokio#4941).
-    /// A caller that adds many tasks without yielding would hold the loop there until it
-    /// yields, and the loop's work (spawning every run) would follow the caller's instead of
-    /// running beside it. Scheduling one more, empty, task pushes the loop out of the slot to
-    /// the worker's run queue and wakes an idle worker, which takes it. This costs a spawn per
-    /// wake-up of a waiting loop, and nothing while the loop is busy. It is a heuristic: a
-    /// stale flag either way costs one needless spawn or leaves the loop where Tokio put it.
+    /// A message to a waiting loop wakes it, and Tokio schedules a task woken (or spawned)
+    /// from a worker in that worker's LIFO slot, which no other worker may steal from
+    /// (tokio-rs/tokio#4941). A caller that adds many tasks without yielding would hold the
+    /// loop there until it yields, and the loop's work (spawning every run) would follow the
+    /// caller's instead of running beside it. Scheduling one more, empty, task pushes the loop
+    /// out of the slot to the worker's run queue and wakes an idle worker, which takes it.
+    ///
+    /// This costs a spawn (and the wake-up of an idle worker) per `add_task` that finds the
+    /// loop waiting, and nothing while the loop is busy or for the loop's own wake-ups. It is
+    /// a heuristic: a stale flag either way costs one needless spawn or leaves the loop where
+    /// Tokio put it; so does a call from a thread whose wake-ups never use a LIFO slot (a
+    /// blocking thread, another runtime), where the spawn is needless. Other commands do not
+    /// nudge: they ask little of the loop, and a caller that holds its worker delays them only
+    /// until it yields, as it would delay any task it woke.
     pub(crate) fn nudge_loop(&self) {
         let waiting = &self.loop_waiting.0;
         if !waiting.load(Ordering::Relaxed) || !waiting.swap(false, Ordering::Relaxed) {

@@ -26,9 +26,9 @@ impl SupervisedTask for Marks {
 }
 
 /// Keeps the current worker busy, never yielding, until `entered` is set. Gives up (and
-/// returns `false`) after a minute, so that a regression fails instead of hanging.
+/// returns `false`) after ten seconds, so that a regression fails instead of hanging.
 fn spin_until(entered: &AtomicBool) -> bool {
-    let give_up = Instant::now() + Duration::from_secs(60);
+    let give_up = Instant::now() + Duration::from_secs(10);
     while !entered.load(Ordering::Acquire) {
         if Instant::now() > give_up {
             return false;
@@ -45,6 +45,21 @@ fn add_and_spin(handle: &SupervisorHandle, name: &str) -> bool {
         .add_task(name, Marks(Arc::clone(&entered)))
         .expect("add_task");
     spin_until(&entered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_built_with_a_task_starts_it_while_its_creator_keeps_the_worker_busy() {
+    let started = tokio::spawn(async {
+        let entered = Arc::new(AtomicBool::new(false));
+        let handle = SupervisorBuilder::new()
+            .with_task("built-in", Marks(Arc::clone(&entered)))
+            .build()
+            .run();
+        let started = spin_until(&entered);
+        handle.shutdown().expect("shutdown");
+        started
+    });
+    assert!(started.await.expect("the spawned test body"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
