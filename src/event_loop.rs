@@ -291,10 +291,10 @@ impl EventLoop {
                     Some(tick)
                 });
             }
-            // Unbiased: with many runs failing at once, messages are always ready, and a fixed
-            // order would starve timers.
             // From here until an arm runs, a handle's message may find the loop waiting.
             self.shared.set_loop_waiting(true);
+            // Unbiased: with many runs failing at once, messages are always ready, and a fixed
+            // order would starve timers.
             tokio::select! {
                 Some(message) = self.receiver.recv() => {
                     self.shared.set_loop_waiting(false);
