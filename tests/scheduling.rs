@@ -4,6 +4,7 @@
 //! workers cannot steal from. A caller that adds tasks and then keeps its worker busy must not
 //! hold the loop (and so the start of every task it added) back until it yields.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,48 +48,61 @@ fn add_and_spin(handle: &SupervisorHandle, name: &str) -> bool {
     spin_until(&entered)
 }
 
+/// Runs `body` on one of the runtime's workers (a test's own body runs on the runtime's main
+/// thread, outside them, where nothing is scheduled in a LIFO slot), then shuts the supervisor
+/// it returns down. Returns whether the body saw its tasks start.
+async fn on_a_worker(
+    body: impl Future<Output = (SupervisorHandle, bool)> + Send + 'static,
+) -> bool {
+    let (handle, started) = tokio::spawn(body).await.expect("the spawned test body");
+    handle.shutdown().expect("shutdown");
+    started
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_built_with_a_task_starts_it_while_its_creator_keeps_the_worker_busy() {
-    let started = tokio::spawn(async {
-        let entered = Arc::new(AtomicBool::new(false));
-        let handle = SupervisorBuilder::new()
-            .with_task("built-in", Marks(Arc::clone(&entered)))
-            .build()
-            .run();
-        let started = spin_until(&entered);
-        handle.shutdown().expect("shutdown");
-        started
-    });
-    assert!(started.await.expect("the spawned test body"));
+    assert!(
+        on_a_worker(async {
+            let entered = Arc::new(AtomicBool::new(false));
+            let handle = SupervisorBuilder::new()
+                .with_task("built-in", Marks(Arc::clone(&entered)))
+                .build()
+                .run();
+            let started = spin_until(&entered);
+            (handle, started)
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_supervisor_starts_tasks_while_its_creator_keeps_the_worker_busy() {
-    // Run on a worker: the test's own body runs on the runtime's main thread, outside them.
-    let started = tokio::spawn(async {
-        let handle = SupervisorBuilder::new().build().run();
-        let started = add_and_spin(&handle, "first");
-        handle.shutdown().expect("shutdown");
-        started
-    });
-    assert!(started.await.expect("the spawned test body"));
+    assert!(
+        on_a_worker(async {
+            let handle = SupervisorBuilder::new().build().run();
+            let started = add_and_spin(&handle, "first");
+            (handle, started)
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_loop_woken_by_an_add_runs_beside_the_caller() {
-    let started = tokio::spawn(async {
-        let handle = SupervisorBuilder::new().build().run();
-        // Let the loop go idle, waiting for its next message, before the add wakes it.
-        let warm_up = Arc::new(AtomicBool::new(false));
-        handle
-            .add_task("warm-up", Marks(Arc::clone(&warm_up)))
-            .expect("add_task");
-        while handle.get_task_status("warm-up").await != Ok(Some(TaskStatus::Healthy)) {
-            tokio::task::yield_now().await;
-        }
-        let started = (0..3).all(|round| add_and_spin(&handle, &format!("task-{round}")));
-        handle.shutdown().expect("shutdown");
-        started
-    });
-    assert!(started.await.expect("the spawned test body"));
+    assert!(
+        on_a_worker(async {
+            let handle = SupervisorBuilder::new().build().run();
+            // Let the loop go idle, waiting for its next message, before the add wakes it.
+            let warm_up = Arc::new(AtomicBool::new(false));
+            handle
+                .add_task("warm-up", Marks(Arc::clone(&warm_up)))
+                .expect("add_task");
+            while handle.get_task_status("warm-up").await != Ok(Some(TaskStatus::Healthy)) {
+                tokio::task::yield_now().await;
+            }
+            let started = (0..3).all(|round| add_and_spin(&handle, &format!("task-{round}")));
+            (handle, started)
+        })
+        .await
+    );
 }
