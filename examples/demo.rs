@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use task_supervisor::{
-    async_trait, heartbeat, SupervisedTask, SupervisorBuilder, TaskContext, TaskResult,
+    async_trait, bail, heartbeat, SupervisedTask, SupervisorBuilder, TaskContext, TaskResult,
 };
 
 /// What a demo task does on each run.
@@ -45,7 +45,7 @@ impl SupervisedTask for DemoTask {
             }
             Behaviour::Fails(work) => {
                 tokio::time::sleep(work).await;
-                Err("the database went away".into())
+                bail!("the database went away")
             }
             Behaviour::Panics(work) => {
                 tokio::time::sleep(work).await;

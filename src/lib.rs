@@ -18,7 +18,7 @@
 //! ```
 //! use std::time::Duration;
 //! use async_trait::async_trait;
-//! use task_supervisor::{heartbeat, SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
+//! use task_supervisor::{bail, heartbeat, SupervisedTask, SupervisorBuilder, TaskResult};
 //!
 //! #[derive(Clone)]
 //! struct Flaky {
@@ -33,7 +33,7 @@
 //!             tokio::time::sleep(Duration::from_millis(100)).await;
 //!             self.work_left -= 1;
 //!         }
-//!         Err("ran out of work".into())
+//!         bail!("ran out of work")
 //!     }
 //! }
 //!
@@ -118,6 +118,13 @@ pub use task::{SupervisedTask, TaskError, TaskFactory, TaskResult};
 pub type TaskName = String;
 
 pub use async_trait::async_trait;
+
+/// The error crate behind [`TaskError`], re-exported so that a task can use
+/// [`anyhow::Context`] and the rest without a dependency of its own.
+pub use ::anyhow;
+/// Re-exported from [`anyhow`]: `bail!`, `anyhow!` and `ensure!` build a [`TaskError`] inside
+/// `run` without a dependency on `anyhow`.
+pub use ::anyhow::{anyhow, bail, ensure};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

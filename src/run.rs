@@ -427,14 +427,15 @@ pub(crate) fn dispose(payload: Box<dyn Any + Send>) {
     }
 }
 
-/// Formats an error and drops it here, in the run's own task: its `Display` and its `Drop`
-/// are user code, and a panic in either must not reach the loop.
+/// Formats an error with its whole cause chain (`{:#}`: `outer: cause: root cause`) and drops
+/// it here, in the run's own task: its `Display` and its `Drop` are user code, and a panic in
+/// either must not reach the loop.
 fn outcome_of(result: TaskResult) -> RunOutcome {
     let error = match result {
         Ok(()) => return RunOutcome::Completed,
         Err(error) => error,
     };
-    let formatted = catch_unwind(AssertUnwindSafe(|| error.to_string()));
+    let formatted = catch_unwind(AssertUnwindSafe(|| format!("{error:#}")));
     let dropped = catch_unwind(AssertUnwindSafe(move || drop(error)));
     match (formatted, dropped) {
         (Ok(message), Ok(())) => RunOutcome::Failed(Arc::from(message)),

@@ -9,11 +9,43 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-/// The error a task's run returns.
+/// The error a task's run returns: an [`anyhow::Error`], as in every 0.3.x release.
 ///
-/// Any `std::error::Error + Send + Sync` converts into it with `?`, and so does a `String` or
-/// a `&str`. An `anyhow::Error` converts with `.into()`.
-pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
+/// Build it the `anyhow` way: `?` on any `std::error::Error + Send + Sync + 'static`,
+/// [`bail!`](crate::bail), [`anyhow!`](crate::anyhow!), [`TaskError::msg`], or `.context(..)`
+/// from [`anyhow::Context`] (re-exported as `task_supervisor::anyhow`, so no extra dependency
+/// is needed). The supervisor keeps the whole cause chain as the failure's reason: a run that
+/// fails with `Err(io_error).context("loading the config")` is recorded as
+/// `loading the config: <the io error>` (the error's alternate form, `{:#}`).
+///
+/// # Examples
+///
+/// ```
+/// use async_trait::async_trait;
+/// use task_supervisor::anyhow::Context;
+/// use task_supervisor::{bail, SupervisedTask, TaskError, TaskResult};
+///
+/// #[derive(Clone)]
+/// struct Loader {
+///     path: String,
+/// }
+///
+/// #[async_trait]
+/// impl SupervisedTask for Loader {
+///     async fn run(&mut self) -> TaskResult {
+///         if self.path.is_empty() {
+///             bail!("no path to load from");
+///         }
+///         if self.path.ends_with('/') {
+///             return Err(TaskError::msg("the path names a directory"));
+///         }
+///         let _text = std::fs::read_to_string(&self.path)
+///             .with_context(|| format!("reading {}", self.path))?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub type TaskError = anyhow::Error;
 
 /// The result of one run of a task: `Ok(())` means the task finished its work.
 pub type TaskResult = Result<(), TaskError>;
@@ -56,7 +88,7 @@ pub type TaskResult = Result<(), TaskError>;
 /// impl SupervisedTask for Poller {
 ///     async fn run(&mut self) -> TaskResult {
 ///         if self.url.is_empty() {
-///             return Err("no url to poll".into());
+///             task_supervisor::bail!("no url to poll");
 ///         }
 ///         Ok(())
 ///     }

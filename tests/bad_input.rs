@@ -14,8 +14,8 @@ use reliability_common::{
     poll_once, quiet_injected_panics, settle, PanickyPayload, RecursivePayload, INJECTED,
 };
 use task_supervisor::{
-    BuilderError, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorError,
-    SupervisorHandle, SupervisorHandleError, TaskContext, TaskResult, TaskStatus,
+    anyhow, BuilderError, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorError,
+    SupervisorHandle, SupervisorHandleError, TaskContext, TaskError, TaskResult, TaskStatus,
 };
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{sleep, timeout, Instant};
@@ -67,8 +67,8 @@ impl SupervisedTask for Counted {
         let context = TaskContext::current().expect("inside a run");
         match self.way {
             Way::Pend => std::future::pending().await,
-            Way::Fail => Err(format!("{INJECTED} failure").into()),
-            Way::FailOnce if run == 0 => Err(format!("{INJECTED} failure").into()),
+            Way::Fail => Err(anyhow!("{INJECTED} failure")),
+            Way::FailOnce if run == 0 => Err(anyhow!("{INJECTED} failure")),
             Way::FailOnce => Ok(()),
             Way::BeatThenHang => {
                 context.heartbeat();
@@ -929,7 +929,7 @@ async fn a_zero_stability_time_forgives_every_failure_after_a_healthy_run() {
         async fn run(&mut self) -> TaskResult {
             self.0.fetch_add(1, Ordering::SeqCst);
             sleep(Duration::from_millis(10)).await;
-            Err(format!("{INJECTED} failure").into())
+            Err(anyhow!("{INJECTED} failure"))
         }
     }
     let runs = Arc::new(AtomicU64::new(0));
@@ -958,7 +958,7 @@ async fn an_enormous_stability_time_never_forgives() {
         async fn run(&mut self) -> TaskResult {
             self.0.fetch_add(1, Ordering::SeqCst);
             sleep(Duration::from_secs(365 * 24 * 3600)).await;
-            Err(format!("{INJECTED} failure").into())
+            Err(anyhow!("{INJECTED} failure"))
         }
     }
     let runs = Arc::new(AtomicU64::new(0));
@@ -1335,10 +1335,10 @@ impl SupervisedTask for FailsTreacherously {
     async fn run(&mut self) -> TaskResult {
         self.1.fetch_add(1, Ordering::SeqCst);
         match self.0 {
-            Treacherous::ErrorDisplay => Err(Box::new(TreacherousError {
+            Treacherous::ErrorDisplay => Err(TaskError::from(TreacherousError {
                 display_panics: true,
             })),
-            Treacherous::ErrorDrop => Err(Box::new(TreacherousError {
+            Treacherous::ErrorDrop => Err(TaskError::from(TreacherousError {
                 display_panics: false,
             })),
             Treacherous::PayloadDrop => std::panic::panic_any(PanickyPayload),

@@ -39,8 +39,8 @@ use async_trait::async_trait;
 use reliability_common::INJECTED;
 use reliability_common::{block_thread, poll_once, quiet_injected_panics, seed_from_env, Rng};
 use task_supervisor::{
-    StatusChange, SupervisedTask, SupervisorBuilder, SupervisorHandle, SupervisorHandleError,
-    TaskContext, TaskResult, TaskStatus,
+    anyhow, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorHandle,
+    SupervisorHandleError, TaskContext, TaskResult, TaskStatus,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -445,7 +445,7 @@ impl ChaosTask {
             }
             Behaviour::Fail => {
                 self.work(&context, rng).await;
-                Err(format!("{INJECTED} failure").into())
+                Err(anyhow!("{INJECTED} failure"))
             }
             Behaviour::Panic => {
                 self.work(&context, rng).await;
@@ -1162,7 +1162,7 @@ impl SupervisedTask for InstantFailure {
         if self.runs.fetch_add(1, Ordering::SeqCst) >= self.calm_after {
             std::future::pending::<()>().await;
         }
-        Err(format!("{INJECTED} failure").into())
+        Err(anyhow!("{INJECTED} failure"))
     }
 }
 
@@ -1216,7 +1216,7 @@ impl SupervisedTask for Flapper {
         match self.way {
             0 => {
                 tokio::time::sleep(self.work).await;
-                Err(format!("{INJECTED} failure").into())
+                Err(anyhow!("{INJECTED} failure"))
             }
             1 => {
                 tokio::time::sleep(self.work).await;

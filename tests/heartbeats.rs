@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{advance, settle, Changes, Scripted, Step};
-use task_supervisor::{SupervisorBuilder, TaskStatus};
+use task_supervisor::{bail, SupervisorBuilder, TaskStatus};
 use TaskStatus::*;
 
 const MS: Duration = Duration::from_millis(1);
@@ -419,7 +419,7 @@ async fn a_context_kept_from_an_ended_run_does_not_reach_the_next() {
                 first
             };
             if first {
-                return Err("first run".into());
+                bail!("first run");
             }
             std::future::pending().await
         }

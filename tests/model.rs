@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use reliability_common::{poll_once, quiet_injected_panics, seed_from_env, settle, INJECTED};
 use task_supervisor::{
-    StatusChange, SupervisedTask, SupervisorBuilder, SupervisorHandle, SupervisorHandleError,
+    bail, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorHandle, SupervisorHandleError,
     TaskContext, TaskResult, TaskStatus,
 };
 use tokio::sync::broadcast::error::TryRecvError;
@@ -212,7 +212,7 @@ impl SupervisedTask for Puppet {
             match order {
                 Order::Beat => context.heartbeat(),
                 Order::End(Ending::Complete) => return Ok(()),
-                Order::End(Ending::Fail) => return Err(format!("{INJECTED} failure").into()),
+                Order::End(Ending::Fail) => bail!("{INJECTED} failure"),
                 Order::End(Ending::Panic) => panic!("{INJECTED} panic"),
             }
         }

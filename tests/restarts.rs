@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{advance, settle, Changes, Scripted, Step};
-use task_supervisor::{SupervisedTask, SupervisorBuilder, SupervisorError, TaskResult, TaskStatus};
+use task_supervisor::{
+    anyhow, SupervisedTask, SupervisorBuilder, SupervisorError, TaskResult, TaskStatus,
+};
 use TaskStatus::*;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -470,8 +472,8 @@ mod hostile_errors {
     impl SupervisedTask for Hostile {
         async fn run(&mut self) -> TaskResult {
             match self {
-                Hostile::Display => Err(Box::new(PanickingDisplay)),
-                Hostile::Drop => Err(Box::new(PanickingDrop)),
+                Hostile::Display => Err(PanickingDisplay.into()),
+                Hostile::Drop => Err(PanickingDrop.into()),
                 Hostile::Payload => std::panic::panic_any(PanickingPayload),
             }
         }
@@ -578,7 +580,7 @@ impl SupervisedTask for RunsAhead {
         let ahead = runs.saturating_sub(self.published.load(SeqCst));
         self.widest.fetch_max(ahead, SeqCst);
         self.tokio_tasks.lock().unwrap().insert(tokio::task::id());
-        Err("crash".into())
+        Err(anyhow!("crash"))
     }
 }
 
@@ -723,7 +725,7 @@ impl SupervisedTask for ChecksForItsDeath {
                 self.after_death.fetch_add(1, SeqCst);
             }
         }
-        Err("crash".into())
+        Err(anyhow!("crash"))
     }
 }
 

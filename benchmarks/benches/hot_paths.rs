@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use benchmarks::measure::{scattered, Entered};
 use benchmarks::{ours, peer_variant, raw, taskvisor_variant};
 use criterion::{criterion_group, criterion_main, Criterion};
+use task_supervisor::anyhow::Context as _;
 use task_supervisor::{
     async_trait, heartbeat, SupervisedTask, SupervisorBuilder, TaskContext, TaskResult,
 };
@@ -67,8 +68,8 @@ impl SupervisedTask for BeatLoop {
             .lock()
             .expect("lock")
             .take()
-            .ok_or("only one run")?;
-        let context = TaskContext::current().ok_or("inside a run")?;
+            .context("only one run")?;
+        let context = TaskContext::current().context("inside a run")?;
         while let Some((iters, through_context)) = requests.recv().await {
             let t0 = Instant::now();
             if through_context {

@@ -207,7 +207,7 @@ impl SupervisedTask for Failing {
         if self.panic {
             panic!("failing on purpose");
         }
-        Err("failing on purpose".into())
+        Err(task_supervisor::anyhow!("failing on purpose"))
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use task_supervisor::{
-    heartbeat, StatusChange, SupervisedTask, SupervisorHandle, TaskContext, TaskResult, TaskStatus,
+    bail, heartbeat, StatusChange, SupervisedTask, SupervisorHandle, TaskContext, TaskError,
+    TaskResult, TaskStatus,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -124,7 +125,7 @@ impl SupervisedTask for Scripted {
         let step = self.script.lock().unwrap().pop_front().unwrap_or(self.then);
         match step {
             Step::Complete => Ok(()),
-            Step::Fail => Err("scripted failure".into()),
+            Step::Fail => bail!("scripted failure"),
             Step::Panic => panic!("scripted panic"),
             Step::Pend => std::future::pending().await,
             Step::BeatThenHang { every, beats } => {
@@ -152,7 +153,7 @@ impl SupervisedTask for Scripted {
             }
             Step::FailAfter { work } => {
                 tokio::time::sleep(work).await;
-                Err("failed after working".into())
+                Err(TaskError::msg("failed after working"))
             }
         }
     }
