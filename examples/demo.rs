@@ -133,10 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        let Ok(statuses) = handle.get_all_task_statuses().await else {
-            println!("\nEvery task has finished by itself, so the supervisor stopped.");
-            break;
-        };
+        let statuses = handle.get_all_task_statuses().await?;
         let row: Vec<String> = runs
             .iter()
             .map(|(name, counter)| {
@@ -152,10 +149,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("t={elapsed:>2}s {}", row.join(" "));
     }
 
-    if handle.is_running() {
-        println!("\nShutting down.");
-        handle.shutdown()?;
-    }
+    // The supervisor lives until it is told to stop, even once every task has finished.
+    println!("\nShutting down.");
+    handle.shutdown()?;
     handle.wait().await?;
     println!("Every run has ended.");
     Ok(())

@@ -31,10 +31,6 @@ impl<T> ChunkedVec<T> {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub(crate) fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
@@ -102,7 +98,7 @@ mod tests {
     #[test]
     fn holds_values_in_order_across_chunks() {
         let mut values = ChunkedVec::new();
-        assert!(values.is_empty());
+        assert_eq!(values.len(), 0);
         let count = 3 * CHUNK + 5;
         for value in 0..count {
             values.push(value);
@@ -116,7 +112,7 @@ mod tests {
         *values.get_mut(CHUNK + 1).unwrap() = 0;
         assert_eq!(values.get_mut(count), None);
         let taken: Vec<usize> = values.take_all().collect();
-        assert!(values.is_empty());
+        assert_eq!(values.len(), 0);
         assert_eq!(taken.len(), count);
         assert_eq!(&taken[CHUNK..CHUNK + 3], &[0, 0, CHUNK + 2]);
         assert_eq!(taken[count - 1], count - 1);

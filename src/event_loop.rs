@@ -158,18 +158,6 @@ struct Slot {
     dead_of_failure: bool,
 }
 
-impl Slot {
-    /// Whether the task finished by itself: it completed, or died of failures. A killed task
-    /// has not: whoever killed it may still restart it, so it keeps the supervisor up.
-    fn is_finished(&self) -> bool {
-        match self.status {
-            TaskStatus::Completed => true,
-            TaskStatus::Dead => self.dead_of_failure,
-            _ => false,
-        }
-    }
-}
-
 /// See the [module documentation](self).
 pub(crate) struct EventLoop {
     config: Config,
@@ -187,8 +175,6 @@ pub(crate) struct EventLoop {
     precise_slots: Vec<u32>,
     precise: Option<PreciseWait>,
     jitter: JitterSource,
-    /// Slots that finished by themselves (see [`Slot::is_finished`]).
-    finished: usize,
     /// Slots that are `Dead` because their attempts ran out.
     dead_of_failure: usize,
     /// Set once the supervisor is ending, with how it ends.
@@ -257,7 +243,6 @@ impl EventLoop {
             precise_slots: Vec::new(),
             precise: None,
             jitter,
-            finished: 0,
             dead_of_failure: 0,
             ending: None,
             status_sender: None,
@@ -279,7 +264,6 @@ impl EventLoop {
         let mut sleeping_until: Option<Tick> = None;
 
         let result = loop {
-            self.finish_if_all_done();
             if self.ending.is_some() && self.live_runs == 0 {
                 break self.ending.take().unwrap_or(Ok(()));
             }
@@ -678,7 +662,7 @@ impl EventLoop {
             self.set_status(index, TaskStatus::Failed, Some(reason));
             true
         } else {
-            // Marked before the change, so that `set_status` counts the task as finished.
+            // Counted as dead of failure (a kill is not); `set_status` uncounts it when it leaves `Dead`.
             slot.dead_of_failure = true;
             self.dead_of_failure += 1;
             self.set_status(index, TaskStatus::Dead, Some(reason));
@@ -909,23 +893,6 @@ impl EventLoop {
         }
     }
 
-    /// Stops the supervisor once every task has finished by itself (completed, or died of
-    /// failures) and no run is left, unless a command is on its way.
-    fn finish_if_all_done(&mut self) {
-        if self.ending.is_some()
-            || self.slots.is_empty()
-            || self.finished < self.slots.len()
-            || self.live_runs != 0
-        {
-            return;
-        }
-        let receiver = &self.receiver;
-        if self.shared.registry.close_if(|| receiver.is_empty()) {
-            tracing::info!("every task has finished by itself; the supervisor stops");
-            self.ending = Some(Ok(()));
-        }
-    }
-
     /// Ends the supervisor with `result`: no run starts any more and every live run is stopped.
     fn begin_ending(&mut self, result: Result<(), SupervisorError>) {
         if self.ending.is_some() {
@@ -959,18 +926,12 @@ impl EventLoop {
             from.can_change_to(to),
             "{from} -> {to} is not an edge (invariant 3)"
         );
-        let was_finished = slot.is_finished();
         slot.status = to;
         slot.status_cell.publish(slot.status_offset, to);
         // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
             slot.dead_of_failure = false;
             self.dead_of_failure -= 1;
-        }
-        match (was_finished, slot.is_finished()) {
-            (false, true) => self.finished += 1,
-            (true, false) => self.finished -= 1,
-            _ => {}
         }
         let name = &slot.name;
         let why = reason.as_deref().unwrap_or_default();

@@ -20,7 +20,8 @@ use crate::task::{SupervisedTask, TaskTemplate};
 ///
 /// Clones are cheap and all control the same supervisor; a handle can be sent to and used from
 /// any thread. Dropping a clone changes nothing; dropping the last one shuts the supervisor
-/// down, as [`shutdown`](Self::shutdown) does.
+/// down, as [`shutdown`](Self::shutdown) does. (In the released 0.3 crate, dropping any clone
+/// shut it down.)
 ///
 /// Commands that change something (`add_task`, `restart`, `kill_task`, `shutdown`) return at
 /// once: errors the handle can see (an unknown or duplicate name, a supervisor that stopped)
@@ -340,11 +341,15 @@ impl SupervisorHandle {
     /// let handle = SupervisorBuilder::new().build().run();
     /// let mut changes = handle.status_changes();
     /// handle.add_task("once", Once).unwrap();
-    /// let mut seen = Vec::new();
-    /// while let Ok(change) = changes.recv().await {
-    ///     seen.push(change.to);
-    /// }
-    /// assert_eq!(seen, [TaskStatus::Starting, TaskStatus::Completed]);
+    /// let first = changes.recv().await.unwrap();
+    /// let second = changes.recv().await.unwrap();
+    /// assert_eq!(&*first.task, "once");
+    /// assert_eq!((first.to, second.to), (TaskStatus::Starting, TaskStatus::Completed));
+    ///
+    /// // The stream ends once the supervisor has stopped.
+    /// handle.shutdown().unwrap();
+    /// handle.wait().await.unwrap();
+    /// assert!(changes.recv().await.is_err());
     /// # }
     /// ```
     pub fn status_changes(&self) -> broadcast::Receiver<StatusChange> {
@@ -354,11 +359,43 @@ impl SupervisorHandle {
     /// Waits until the supervisor has stopped and every run it started has ended, and says
     /// why it stopped.
     ///
-    /// The supervisor stops when [`shutdown`](Self::shutdown) is called, when the last handle
-    /// is dropped, when every task has finished by itself (completed, or died of failures: a
-    /// killed task keeps the supervisor up, as it may be restarted), or when the dead tasks
-    /// threshold is reached. Any number of clones may wait at once, and waiting again after it returned
-    /// returns the same answer at once.
+    /// The supervisor stops only when it is told to: when [`shutdown`](Self::shutdown) is
+    /// called, when the last handle is dropped, or when the share of dead tasks exceeds the
+    /// dead tasks threshold. It does **not** stop because every task has completed or died:
+    /// it keeps answering and keeps taking tasks, and `wait` keeps waiting, as in the released
+    /// 0.3 crate and in Erlang/OTP. Any number of clones may wait at once, and waiting again
+    /// after it returned returns the same answer at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{SupervisedTask, SupervisorBuilder, TaskResult};
+    ///
+    /// #[derive(Clone)]
+    /// struct Once;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Once {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle = SupervisorBuilder::new().with_task("once", Once).build().run();
+    /// let waiter = tokio::spawn({
+    ///     let handle = handle.clone();
+    ///     async move { handle.wait().await }
+    /// });
+    /// tokio::task::yield_now().await; // "once" completes; the supervisor stays up
+    /// assert!(!waiter.is_finished());
+    ///
+    /// handle.shutdown().unwrap();
+    /// assert_eq!(waiter.await.unwrap(), Ok(()));
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///

@@ -18,7 +18,7 @@
 //! ```
 //! use std::time::Duration;
 //! use async_trait::async_trait;
-//! use task_supervisor::{bail, heartbeat, SupervisedTask, SupervisorBuilder, TaskResult};
+//! use task_supervisor::{bail, heartbeat, SupervisedTask, SupervisorBuilder, TaskResult, TaskStatus};
 //!
 //! #[derive(Clone)]
 //! struct Flaky {
@@ -46,7 +46,14 @@
 //!     .build()
 //!     .run();
 //!
-//! // Three runs of 300 ms and two back-offs later, the task has used up its restarts.
+//! // Three runs of 300 ms and two back-offs (50 and 100 ms) later, the task has used up its
+//! // restarts: 1 050 ms in all.
+//! tokio::time::sleep(Duration::from_millis(1_100)).await;
+//! assert_eq!(handle.get_task_status("flaky").await?, Some(TaskStatus::Dead));
+//! assert_eq!(handle.last_failure("flaky")?.as_deref(), Some("ran out of work"));
+//!
+//! // The supervisor lives until it is told to stop.
+//! handle.shutdown()?;
 //! handle.wait().await?;
 //! # Ok(())
 //! # }

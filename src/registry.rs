@@ -249,17 +249,6 @@ impl Registry {
         send()
     }
 
-    /// Closes the registry to commands if `idle` says, under the write lock, that no command
-    /// is on its way to the loop. Returns whether it closed it.
-    pub(crate) fn close_if(&self, idle: impl FnOnce() -> bool) -> bool {
-        let mut inner = self.write();
-        if inner.lifecycle != Lifecycle::Running || !idle() {
-            return false;
-        }
-        inner.lifecycle = Lifecycle::ShuttingDown;
-        true
-    }
-
     /// Marks the supervisor stopped: from now on every call fails.
     pub(crate) fn mark_stopped(&self) {
         self.write().lifecycle = Lifecycle::Stopped;
@@ -389,11 +378,6 @@ impl LoomRegistry {
         send: impl FnOnce() -> Result<(), SupervisorHandleError>,
     ) -> Result<(), SupervisorHandleError> {
         self.0.close(send)
-    }
-
-    /// See [`Registry::close_if`].
-    pub fn close_if(&self, idle: impl FnOnce() -> bool) -> bool {
-        self.0.close_if(idle)
     }
 
     /// See [`Registry::mark_stopped`].
@@ -597,14 +581,5 @@ mod tests {
                 name: "nobody".into()
             })
         );
-    }
-
-    #[test]
-    fn close_if_respects_pending_commands() {
-        let registry = Registry::new();
-        assert!(!registry.close_if(|| false));
-        assert!(registry.is_running());
-        assert!(registry.close_if(|| true));
-        assert!(!registry.is_running());
     }
 }

@@ -35,9 +35,12 @@ impl Supervisor {
 
     /// Starts the supervisor and its tasks, and returns the handle that controls it.
     ///
-    /// The supervisor runs as one Tokio task until it is shut down, until every task has
-    /// finished by itself (completed, or died of failures), or until the last clone of the
-    /// handle is dropped. Keep a handle for as long as the tasks should run.
+    /// The supervisor runs as one Tokio task until it is told to stop: by
+    /// [`shutdown`](SupervisorHandle::shutdown), by the drop of the last clone of the handle,
+    /// or by reaching the dead tasks threshold. It does not stop because its tasks have
+    /// finished: a supervisor whose tasks all completed or died still answers, takes new tasks
+    /// and restarts old ones, as the released 0.3 crate and Erlang/OTP supervisors do. Keep a
+    /// handle for as long as the tasks should run.
     ///
     /// # Panics
     ///
@@ -62,7 +65,12 @@ impl Supervisor {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let handle = SupervisorBuilder::new().with_task("once", Once).build().run();
-    /// // The only task completes, so the supervisor stops by itself.
+    /// tokio::task::yield_now().await; // the only task runs and completes
+    /// assert_eq!(handle.get_task_status("once").await, Ok(Some(TaskStatus::Completed)));
+    ///
+    /// // The supervisor is still up: it takes more work until it is told to stop.
+    /// handle.add_task("again", Once).unwrap();
+    /// handle.shutdown().unwrap();
     /// handle.wait().await.unwrap();
     /// # }
     /// ```
@@ -124,7 +132,7 @@ pub(crate) struct Shared {
     /// Whether anyone ever subscribed: the loop's cheap check before it looks for a sender.
     subscribed: AtomicBool,
     /// Set once the supervisor is ending (after the `Shutdown` message is sent, or when the loop
-    /// begins to end by itself): drivers stop restarting runs in place at once, instead of when
+    /// gives up at the dead tasks threshold): drivers stop restarting runs in place at once, instead of when
     /// the loop gets to their stop.
     pub(crate) ending: Arc<AtomicBool>,
     /// Whether the loop is waiting, or about to wait, for its next event (see

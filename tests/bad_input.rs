@@ -2,6 +2,7 @@
 //! and tasks that misbehave outside `run` (a `clone` or a `Drop` that panics). Each is answered
 //! with a clear, typed error or handled as documented; nothing panics, hangs or is lost.
 
+mod common;
 mod reliability_common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::{every_task_final, every_task_final_within, finish};
 use proptest::prelude::*;
 use reliability_common::{
     poll_once, quiet_injected_panics, settle, PanickyPayload, RecursivePayload, INJECTED,
@@ -173,8 +175,8 @@ impl SupervisedTask for PanicsWhenDropped {
 
 // ----- helpers -----
 
-/// The name of the task [`supervisor`] starts with: a run that never ends, so that the
-/// supervisor does not stop by itself when every other task has completed or died.
+/// The name of the task [`supervisor`] starts with: a run that never ends, beside whatever each
+/// test adds.
 const ANCHOR: &str = "anchor";
 
 fn supervisor() -> SupervisorHandle {
@@ -716,11 +718,13 @@ async fn a_zero_restart_delay_restarts_at_the_same_instant() {
         started,
         "no time passed: the timer was not used"
     );
+    every_task_final(&handle).await;
     assert_eq!(
-        handle.wait().await,
-        Ok(()),
-        "the only task died, so the supervisor stops"
+        status(&handle, "job").await,
+        Some(TaskStatus::Dead),
+        "the only task died"
     );
+    assert_eq!(shut_down(&handle).await, Ok(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -735,8 +739,10 @@ async fn an_enormous_restart_delay_leaves_the_task_failed_until_restarted() {
     assert_eq!(status(&handle, "job").await, Some(TaskStatus::Failed));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     handle.restart("job").expect("running");
-    // The restarted run completes: the only task is final, so the supervisor stops.
-    assert_eq!(handle.wait().await, Ok(()));
+    // The restarted run completes.
+    every_task_final(&handle).await;
+    assert_eq!(status(&handle, "job").await, Some(TaskStatus::Completed));
+    assert_eq!(shut_down(&handle).await, Ok(()));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -809,7 +815,7 @@ async fn a_zero_heartbeat_interval_is_refused_or_becomes_a_millisecond() {
         .with_task("job", ReadsInterval(Arc::clone(&seen)))
         .build()
         .run();
-    assert_eq!(handle.wait().await, Ok(()));
+    finish(&handle).await;
     assert_eq!(
         *seen.lock().expect("not poisoned"),
         Some(Duration::from_millis(1))
@@ -969,15 +975,14 @@ async fn an_enormous_stability_time_never_forgives() {
         .with_task("job", WorksLongThenFails(Arc::clone(&runs)))
         .build()
         .run();
-    assert_eq!(
-        timeout(Duration::from_secs(3 * 365 * 24 * 3600), handle.wait()).await,
-        Ok(Ok(()))
-    );
+    every_task_final_within(&handle, Duration::from_secs(3 * 365 * 24 * 3600)).await;
+    assert_eq!(status(&handle, "job").await, Some(TaskStatus::Dead));
     assert_eq!(
         runs.load(Ordering::SeqCst),
         2,
         "one run and its one restart, then dead"
     );
+    assert_eq!(shut_down(&handle).await, Ok(()));
 }
 
 /// Finishes its clean-up (10 ms) when cancelled, and says whether it got to.
@@ -1240,8 +1245,10 @@ async fn a_run_whose_instance_panics_when_dropped_counts_as_failed() {
         .add_task("completes", completes)
         .expect("a fresh name");
     // A run that returned Ok(()) but whose instance panicked when dropped failed: restarted
-    // once, then dead, and the supervisor (with no other task) stops.
-    assert_eq!(handle.wait().await, Ok(()), "its only task died");
+    // once, then dead.
+    every_task_final(&handle).await;
+    assert_eq!(status(&handle, "completes").await, Some(TaskStatus::Dead));
+    assert_eq!(shut_down(&handle).await, Ok(()));
     assert_eq!(
         drops.load(Ordering::SeqCst),
         3,

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{advance, settle, Changes, Scripted, Step};
+use common::{advance, every_task_final, finish, settle, Changes, Scripted, Step};
 use task_supervisor::{bail, SupervisorBuilder, TaskStatus};
 use TaskStatus::*;
 
@@ -206,7 +206,7 @@ async fn a_hung_task_uses_up_its_attempts_like_any_failure() {
         .run();
     let mut changes = Changes::watch(&handle);
 
-    handle.wait().await.unwrap();
+    finish(&handle).await;
 
     assert_eq!(task.liveness.runs(), 2);
     assert_eq!(task.liveness.live(), 0);
@@ -356,12 +356,13 @@ async fn silence_does_not_count_as_stable_time() {
         .build()
         .run();
 
-    let finished = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await;
+    // Panics unless the task dies within 60 s.
+    every_task_final(&handle).await;
 
     assert_eq!(
-        finished,
-        Ok(Ok(())),
-        "the task died and the supervisor stopped"
+        handle.get_task_status("hangs").await,
+        Ok(Some(Dead)),
+        "the task used up its attempts"
     );
     assert_eq!(task.liveness.runs(), 2);
 }

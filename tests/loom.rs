@@ -328,29 +328,6 @@ fn an_add_racing_a_shutdown_is_either_delivered_first_or_refused() {
     });
 }
 
-/// The loop stopping by itself (every task final) closes the registry only if no command is
-/// on its way: an add racing that decision is never accepted and then lost.
-#[test]
-fn an_add_racing_the_loops_own_stop_is_never_lost() {
-    loom::model(|| {
-        let registry = Arc::new(LoomRegistry::new());
-        let queue = queue();
-        let adder = {
-            let registry = Arc::clone(&registry);
-            let queue = Arc::clone(&queue);
-            thread::spawn(move || add(&registry, &queue, "late"))
-        };
-        let closed = registry.close_if(|| queue.lock().unwrap().is_empty());
-        let added = adder.join().unwrap();
-        assert_eq!(
-            closed,
-            added.is_err(),
-            "closed: {closed}, add: {added:?}; an accepted add must keep the loop running"
-        );
-        assert_eq!(registry.is_running(), !closed);
-    });
-}
-
 /// A status read racing the loop's publishing (a task starting, then proving healthy) and a
 /// restart command: the reader sees published statuses only, in the order they were published,
 /// and the restart reaches the loop unless the shutdown came first.

@@ -258,22 +258,8 @@ struct ModelTask {
     status: TaskStatus,
     attempts: u32,
     healthy_since: Option<u64>,
-    /// Dead because its attempts ran out, not killed.
-    dead_of_failure: bool,
     run: Option<ModelRun>,
     restart_at: Option<u64>,
-}
-
-impl ModelTask {
-    /// Finished by itself: completed, or dead of failures. A killed task is not: whoever killed
-    /// it may restart it, so it keeps the supervisor up.
-    fn is_finished(&self) -> bool {
-        match self.status {
-            TaskStatus::Completed => true,
-            TaskStatus::Dead => self.dead_of_failure,
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,9 +298,6 @@ impl Model {
         if from == to {
             return;
         }
-        if from == TaskStatus::Dead {
-            task.dead_of_failure = false;
-        }
         task.status = to;
         self.changes.entry(index).or_default().push((from, to));
     }
@@ -352,7 +335,6 @@ impl Model {
             status: TaskStatus::Created,
             attempts: 0,
             healthy_since: None,
-            dead_of_failure: false,
             run: None,
             restart_at: None,
         });
@@ -509,7 +491,6 @@ impl Model {
             true
         } else {
             self.set(index, TaskStatus::Dead);
-            self.task(index).dead_of_failure = true;
             false
         }
     }
@@ -558,16 +539,12 @@ impl Model {
         }
     }
 
-    /// The supervisor stops once shut down and every run has ended, or by itself once every
-    /// task has finished by itself (see [`ModelTask::is_finished`]) and no run is left.
+    /// The supervisor stops once shut down and every run has ended; never because its tasks
+    /// have finished (as the released crate, and OTP, behave).
     fn settle(&mut self) {
-        let tasks: Vec<&ModelTask> = self.tasks.iter().flatten().collect();
-        let no_run = tasks.iter().all(|task| task.run.is_none());
-        let all_finished = !tasks.is_empty() && tasks.iter().all(|task| task.is_finished());
-        match self.life {
-            Life::ShuttingDown if no_run => self.life = Life::Stopped,
-            Life::Running if no_run && all_finished => self.life = Life::Stopped,
-            _ => {}
+        let no_run = self.tasks.iter().flatten().all(|task| task.run.is_none());
+        if self.life == Life::ShuttingDown && no_run {
+            self.life = Life::Stopped;
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{advance, settle, Changes, Scripted, Step};
+use common::{advance, finish, settle, Changes, Scripted, Step};
 use task_supervisor::{
     anyhow, SupervisedTask, SupervisorBuilder, SupervisorError, TaskResult, TaskStatus,
 };
@@ -36,7 +36,7 @@ async fn completed_task_is_not_restarted() {
     let handle = builder().with_task("once", task.clone()).build().run();
     let mut changes = Changes::watch(&handle);
 
-    handle.wait().await.unwrap();
+    finish(&handle).await;
 
     assert_eq!(changes.sequence("once"), [Starting, Completed]);
     assert_eq!(task.liveness.runs(), 1);
@@ -149,8 +149,7 @@ async fn exhausted_attempts_make_the_task_dead() {
         .run();
     let mut changes = Changes::watch(&handle);
 
-    // The supervisor stops by itself once its only task is dead.
-    handle.wait().await.unwrap();
+    finish(&handle).await;
 
     assert_eq!(
         changes.sequence("doomed"),
@@ -169,7 +168,7 @@ async fn zero_restart_attempts_make_the_first_failure_final() {
         .build()
         .run();
 
-    handle.wait().await.unwrap();
+    finish(&handle).await;
 
     assert_eq!(task.liveness.runs(), 1);
 }
@@ -245,7 +244,7 @@ async fn a_task_never_stable_long_enough_uses_up_its_attempts() {
         .build()
         .run();
 
-    handle.wait().await.unwrap();
+    finish(&handle).await;
 
     assert_eq!(task.liveness.runs(), 3);
 }

@@ -1,10 +1,11 @@
-//! How a supervisor ends: by shutdown, by itself, or with its runtime.
+//! How a supervisor ends: by shutdown, by the drop of its last handle, or with its runtime; and
+//! that it does not end because its tasks did.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{eventually, settle, Scripted, Step};
+use common::{eventually, every_task_final, settle, Scripted, Step};
 use task_supervisor::{SupervisorBuilder, SupervisorError, SupervisorHandleError, TaskStatus};
 
 async fn after_wait_no_run_and_nothing_spawned_is_left() {
@@ -56,14 +57,31 @@ on_both_runtimes!(
 );
 
 #[tokio::test(start_paused = true)]
-async fn the_supervisor_stops_by_itself_when_every_task_is_done() {
+async fn the_supervisor_outlives_its_tasks_until_told_to_stop() {
     let handle = SupervisorBuilder::new()
         .with_max_restart_attempts(0)
         .with_task("completes", Scripted::always(Step::Complete))
         .with_task("dies", Scripted::always(Step::Fail))
         .build()
         .run();
+    every_task_final(&handle).await;
 
+    // Long after every task finished, it still answers and still waits.
+    let still_waiting = tokio::time::timeout(Duration::from_secs(3600), handle.wait()).await;
+    assert!(still_waiting.is_err(), "wait() returned: {still_waiting:?}");
+    assert!(handle.is_running());
+    assert_eq!(
+        handle.get_task_status("completes").await,
+        Ok(Some(TaskStatus::Completed))
+    );
+    let statuses = handle.get_all_task_statuses().await.unwrap();
+    assert_eq!(statuses["dies"], TaskStatus::Dead);
+    let late = Scripted::always(Step::Pend);
+    handle.add_task("late", late.clone()).unwrap();
+    handle.restart("completes").unwrap();
+    eventually("the late task runs", || late.liveness.live() == 1).await;
+
+    handle.shutdown().unwrap();
     assert_eq!(handle.wait().await, Ok(()));
     assert!(!handle.is_running());
 }
@@ -77,7 +95,10 @@ async fn an_empty_supervisor_runs_until_shut_down() {
     handle
         .add_task("late", Scripted::always(Step::Complete))
         .unwrap();
+    every_task_final(&handle).await;
+    assert!(handle.is_running(), "a completed task does not stop it");
 
+    handle.shutdown().unwrap();
     assert_eq!(handle.wait().await, Ok(()));
 }
 

@@ -294,6 +294,48 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         .unwrap_or_else(|_| panic!("never happened: {what}"));
 }
 
+/// Waits until every task of `handle` has finished by itself (`Completed` or `Dead`); panics if
+/// 60 s (of paused or real time) pass first.
+///
+/// This is what `wait()` once did in tests, while a supervisor stopped by itself when its work
+/// was done. It lives until told to stop now, as the released crate does, so a test that
+/// waits for its tasks to settle says so, and then shuts the supervisor down if it needs to.
+pub async fn every_task_final(handle: &SupervisorHandle) {
+    every_task_final_within(handle, Duration::from_secs(60)).await;
+}
+
+/// [`every_task_final`], for tasks that take longer than a minute to settle: panics if `limit`
+/// passes first.
+pub async fn every_task_final_within(handle: &SupervisorHandle, limit: Duration) {
+    let mut changes = handle.status_changes();
+    let settled = async {
+        loop {
+            let statuses = handle.task_statuses().expect("the supervisor is running");
+            if statuses.iter().all(|(_, status)| status.is_final()) {
+                return;
+            }
+            // A change after the subscription wakes the look again; a missed one does too.
+            match changes.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    panic!("the supervisor stopped before every task was final")
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, settled)
+        .await
+        .unwrap_or_else(|_| panic!("some task never became completed or dead"));
+}
+
+/// Waits until every task of `handle` is final (see [`every_task_final`]), then shuts the
+/// supervisor down and waits for it to stop.
+pub async fn finish(handle: &SupervisorHandle) {
+    every_task_final(handle).await;
+    handle.shutdown().expect("the supervisor is running");
+    handle.wait().await.expect("a shutdown ends well");
+}
+
 /// Runs the same test body on a paused current-thread runtime and on a two-worker
 /// multi-thread runtime. Only for tests that do not depend on time passing.
 #[macro_export]
