@@ -152,9 +152,11 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Stops the supervisor with [`SupervisorError::TooManyDeadTasks`] once this fraction of
-    /// its tasks (from 0 to 1) has died of failures. Tasks killed by
-    /// [`kill_task`](crate::SupervisorHandle::kill_task) do not count. `None` turns the check off.
+    /// Stops the supervisor with [`SupervisorError::TooManyDeadTasks`] once **more** than this
+    /// fraction of its tasks (from 0 to 1) has died of failures: with 0.5, one dead task of two
+    /// is tolerated, as in the released 0.3 crate. Tasks killed by
+    /// [`kill_task`](crate::SupervisorHandle::kill_task) do not count (0.3 counted them: a kill
+    /// is an operator's decision, not a failure of the task). `None` turns the check off.
     ///
     /// [`SupervisorError::TooManyDeadTasks`]: crate::SupervisorError::TooManyDeadTasks
     #[must_use]

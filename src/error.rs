@@ -28,15 +28,36 @@ pub enum SupervisorHandleError {
 /// [`SupervisorHandle::wait`](crate::SupervisorHandle::wait).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SupervisorError {
-    /// The share of dead tasks reached the threshold set with
+    /// The share of dead tasks exceeded the threshold set with
     /// [`with_dead_tasks_threshold`](crate::SupervisorBuilder::with_dead_tasks_threshold).
-    #[error("{dead} of {total} tasks died, reaching the dead tasks threshold of {threshold}")]
+    ///
+    /// The fields are those of the released 0.3 crate, and like there both are fractions
+    /// between 0 and 1, despite the name `current_percentage`. The counts behind the share are
+    /// logged (at error level, fields `dead` and `total`) when the supervisor gives up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use task_supervisor::SupervisorError;
+    ///
+    /// let error = SupervisorError::TooManyDeadTasks { current_percentage: 0.75, threshold: 0.5 };
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "too many dead tasks: 75.0% of the tasks are dead, above the threshold of 50.0%"
+    /// );
+    /// if let SupervisorError::TooManyDeadTasks { current_percentage, threshold } = error {
+    ///     assert!(current_percentage > threshold);
+    /// }
+    /// ```
+    #[error(
+        "too many dead tasks: {:.1}% of the tasks are dead, above the threshold of {:.1}%",
+        .current_percentage * 100.0,
+        .threshold * 100.0
+    )]
     TooManyDeadTasks {
-        /// Tasks that died because their restart attempts ran out.
-        dead: usize,
-        /// Tasks registered.
-        total: usize,
-        /// The threshold that was reached.
+        /// The share of the registered tasks that were dead, from 0 to 1.
+        current_percentage: f64,
+        /// The threshold it exceeded, from 0 to 1.
         threshold: f64,
     },
     /// The supervisor's loop ended without finishing its work: the Tokio runtime it ran on

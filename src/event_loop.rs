@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::context::{RunSettings, RunShared};
 use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
+use crate::policy;
 use crate::registry::{StatusCell, TaskEntry};
 use crate::run::{self, DriverStart, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
 use crate::status::{StatusChange, TaskStatus};
@@ -877,20 +878,20 @@ impl EventLoop {
         };
         let total = self.slots.len();
         let dead = self.dead_of_failure;
-        if dead > 0 && dead as f64 >= threshold * total as f64 {
-            tracing::error!(
-                dead,
-                total,
-                threshold,
-                "too many dead tasks; the supervisor stops"
-            );
-            let _ = self.shared.registry.close(|| Ok(()));
-            self.begin_ending(Err(SupervisorError::TooManyDeadTasks {
-                dead,
-                total,
-                threshold,
-            }));
-        }
+        let Some(share) = policy::dead_tasks::exceeded(dead, total, threshold) else {
+            return;
+        };
+        tracing::error!(
+            dead,
+            total,
+            threshold,
+            "too many dead tasks; the supervisor stops"
+        );
+        let _ = self.shared.registry.close(|| Ok(()));
+        self.begin_ending(Err(SupervisorError::TooManyDeadTasks {
+            current_percentage: share,
+            threshold,
+        }));
     }
 
     /// Ends the supervisor with `result`: no run starts any more and every live run is stopped.

@@ -101,6 +101,7 @@ mod deadline;
 mod error;
 mod event_loop;
 mod handle;
+mod policy;
 mod registry;
 mod run;
 pub mod status;

@@ -1092,8 +1092,7 @@ async fn a_dead_tasks_threshold_outside_zero_to_one_is_refused_or_clamped() {
         (
             false,
             Err(SupervisorError::TooManyDeadTasks {
-                dead: 1,
-                total: 2,
+                current_percentage: 0.5,
                 threshold: 0.0
             })
         ),

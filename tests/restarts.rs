@@ -307,11 +307,11 @@ async fn tasks_that_fail_together_restart_apart() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn reaching_the_dead_tasks_threshold_stops_the_supervisor_with_an_error() {
+async fn exceeding_the_dead_tasks_threshold_stops_the_supervisor_with_an_error() {
     let healthy = Scripted::always(Step::Pend);
     let handle = builder()
         .with_max_restart_attempts(0)
-        .with_dead_tasks_threshold(Some(0.5))
+        .with_dead_tasks_threshold(Some(0.4))
         .with_task("dies", Scripted::always(Step::Fail))
         .with_task("lives", healthy.clone())
         .build()
@@ -319,18 +319,49 @@ async fn reaching_the_dead_tasks_threshold_stops_the_supervisor_with_an_error() 
 
     let result = handle.wait().await;
 
-    assert_eq!(
-        result,
-        Err(SupervisorError::TooManyDeadTasks {
-            dead: 1,
-            total: 2,
-            threshold: 0.5
-        })
-    );
+    // Matched by the released fields, both fractions: one of two is dead, above 0.4.
+    let Err(SupervisorError::TooManyDeadTasks {
+        current_percentage,
+        threshold,
+    }) = result
+    else {
+        panic!("expected TooManyDeadTasks, got {result:?}");
+    };
+    assert_eq!((current_percentage, threshold), (0.5, 0.4));
     assert_eq!(healthy.liveness.live(), 0, "the healthy task was stopped");
     assert!(handle
         .add_task("late", Scripted::always(Step::Pend))
         .is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_of_dead_tasks_equal_to_the_threshold_is_tolerated() {
+    let handle = builder()
+        .with_max_restart_attempts(0)
+        .with_dead_tasks_threshold(Some(0.5))
+        .with_task("dies", Scripted::always(Step::Fail))
+        .with_task("lives", Scripted::always(Step::Pend))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    changes.until("dies", Dead).await;
+    advance(SECOND).await;
+
+    // One of two is exactly the threshold: tolerated, as released.
+    assert!(handle.is_running());
+    assert_eq!(handle.get_task_status("lives").await, Ok(Some(Healthy)));
+
+    // Two of three is above it.
+    handle
+        .add_task("dies too", Scripted::always(Step::Fail))
+        .unwrap();
+    assert_eq!(
+        handle.wait().await,
+        Err(SupervisorError::TooManyDeadTasks {
+            current_percentage: 2.0 / 3.0,
+            threshold: 0.5
+        })
+    );
 }
 
 #[tokio::test(start_paused = true)]
