@@ -130,7 +130,7 @@ pub use async_trait::async_trait;
 /// The error crate behind [`TaskError`], re-exported so that a task can use
 /// [`anyhow::Context`] and the rest without a dependency of its own.
 pub use ::anyhow;
-/// Re-exported from [`anyhow`]: `bail!`, `anyhow!` and `ensure!` build a [`TaskError`] inside
+/// Re-exported from [`anyhow`](mod@anyhow): `bail!`, `anyhow!` and `ensure!` build a [`TaskError`] inside
 /// `run` without a dependency on `anyhow`.
 pub use ::anyhow::{anyhow, bail, ensure};
 
