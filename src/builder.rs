@@ -204,7 +204,7 @@ impl SupervisorBuilder {
             match by_name.get(&name) {
                 Some(&index) => {
                     let replaced = std::mem::replace(&mut tasks[index].1, task);
-                    crate::run::drop_guarded(replaced);
+                    crate::unwind::drop_guarded(replaced);
                 }
                 None => {
                     by_name.insert(name.clone(), tasks.len());
@@ -236,7 +236,7 @@ impl SupervisorBuilder {
         };
         // The tasks are dropped here, where a panicking `Drop` cannot unwind into the caller.
         for (_, task) in self.tasks {
-            crate::run::drop_guarded(task);
+            crate::unwind::drop_guarded(task);
         }
         Err(refused)
     }

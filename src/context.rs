@@ -32,8 +32,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::event_loop::Message;
-use crate::run::{RunId, RunProgress};
+use crate::message::{Message, RunId, RunProgress};
 use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
 
 tokio::task_local! {

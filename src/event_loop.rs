@@ -37,41 +37,20 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::backoff::{exponential_delay, with_jitter, JitterSource};
 use crate::chunked::ChunkedVec;
 use crate::config::Config;
 use crate::context::{RunSettings, RunShared};
 use crate::deadline::{instant_of, nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 use crate::error::SupervisorError;
+use crate::message::{Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
 use crate::policy;
+use crate::policy::backoff::{exponential_delay, with_jitter, JitterSource};
 use crate::registry::{StatusCell, TaskEntry};
-use crate::run::{self, DriverStart, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
+use crate::run::{self, DriverStart};
+use crate::shared::Shared;
 use crate::status::{StatusChange, TaskStatus};
-use crate::supervisor::Shared;
 use crate::task::TaskTemplate;
-
-/// What reaches the loop over its channel.
-pub(crate) enum Message {
-    /// A task added through a handle; its name is already reserved in the registry.
-    Add {
-        name: Arc<str>,
-        entry: TaskEntry,
-        task: Box<dyn TaskTemplate>,
-    },
-    Restart {
-        id: u32,
-    },
-    Kill {
-        id: u32,
-    },
-    Shutdown,
-    /// A run proved alive or sent its first heartbeat.
-    Progress(RunProgress),
-    /// A run failed, and its driver started the next one in place.
-    RanAgain(RanAgain),
-    /// A driver ended.
-    Exit(RunExit),
-}
+use crate::unwind;
 
 /// A task the supervisor was built with: its name, its registry entry and its template.
 pub(crate) type InitialTask = (Arc<str>, TaskEntry, Box<dyn TaskTemplate>);
@@ -310,11 +289,11 @@ impl EventLoop {
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
         for slot in self.slots.take_all() {
-            run::drop_guarded(slot);
+            unwind::drop_guarded(slot);
         }
         // Commands that arrived as the supervisor ended may hold tasks too.
         while let Ok(message) = self.receiver.try_recv() {
-            run::drop_guarded(message);
+            unwind::drop_guarded(message);
         }
     }
 
@@ -331,7 +310,7 @@ impl EventLoop {
         let (status_cell, status_offset) = entry.into_cell();
         let declares_heartbeats = catch_unwind(AssertUnwindSafe(|| task.sends_heartbeats()))
             .unwrap_or_else(|payload| {
-                run::dispose(payload);
+                unwind::dispose(payload);
                 false
             });
         self.slots.push(Slot {
@@ -598,12 +577,12 @@ impl EventLoop {
         } = exit;
         let index = id.slot as usize;
         let Some(slot) = self.slots.get_mut(index) else {
-            run::drop_guarded(template);
+            unwind::drop_guarded(template);
             return;
         };
         let Some(run) = slot.run.take() else {
             tracing::error!(task = %slot.name, "exit of an unknown run; this is a bug in task-supervisor");
-            run::drop_guarded(template);
+            unwind::drop_guarded(template);
             return;
         };
         if slot.generation != id.generation {

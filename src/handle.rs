@@ -10,11 +10,11 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::error::{SupervisorError, SupervisorHandleError};
-use crate::event_loop::Message;
-use crate::run;
+use crate::message::Message;
+use crate::shared::Shared;
 use crate::status::{StatusChange, TaskStatus};
-use crate::supervisor::Shared;
 use crate::task::{SupervisedTask, TaskTemplate};
+use crate::unwind;
 
 /// Controls a running supervisor: adds, restarts and kills tasks, reads statuses, shuts down.
 ///
@@ -137,7 +137,7 @@ impl SupervisorHandle {
         }
         // A task that was not taken is dropped here, where its `Drop` cannot unwind into
         // the caller.
-        run::drop_guarded(refused);
+        unwind::drop_guarded(refused);
         added
     }
 

@@ -92,7 +92,6 @@
 
 #![warn(missing_docs)]
 
-mod backoff;
 mod builder;
 mod chunked;
 mod config;
@@ -101,13 +100,16 @@ mod deadline;
 mod error;
 mod event_loop;
 mod handle;
+mod message;
 mod policy;
 mod registry;
 mod run;
+mod shared;
 pub mod status;
 mod supervisor;
 mod sync;
 mod task;
+mod unwind;
 
 #[cfg(loom)]
 #[doc(hidden)]

@@ -39,8 +39,9 @@ use std::task::{Context, Poll};
 
 use crate::config::may_restart;
 use crate::context::RunShared;
-use crate::event_loop::Message;
+use crate::message::{Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
+use crate::unwind::{describe_panic, dispose, drop_guarded};
 
 /// How many restarts in place a driver may report before it waits for the loop to catch up.
 ///
@@ -49,46 +50,6 @@ use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
 /// happened to one restart in 32 and set the 99th percentile of the restart gap (4 – 9 us),
 /// at 128 it stays below it (0.3 us).
 pub(crate) const MAX_UNREPORTED: u32 = 128;
-
-/// Identifies one run: the task's slot and the run's generation within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RunId {
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
-
-/// How a run ended.
-#[derive(Debug)]
-pub(crate) enum RunOutcome {
-    Completed,
-    /// Why it failed, as the task's status change and last failure will say it: the error's
-    /// message (formatted in the run, since formatting is user code), or `panicked: ` and the
-    /// panic's message.
-    Failed(Arc<str>),
-    /// The loop dropped it (after its grace period, or at once); `panicked` when a `Drop` of
-    /// the run panicked meanwhile.
-    Dropped {
-        panicked: bool,
-    },
-}
-
-/// The last report of a driver: how its last run ended, and the task's template, back.
-pub(crate) struct RunExit {
-    pub(crate) id: RunId,
-    pub(crate) outcome: RunOutcome,
-    pub(crate) template: Box<dyn TaskTemplate>,
-}
-
-/// A driver's report that its run failed and that it has started the next one in place.
-#[derive(Debug)]
-pub(crate) struct RanAgain {
-    /// The new run.
-    pub(crate) id: RunId,
-    /// The task's restart attempts, counting this one.
-    pub(crate) attempts: u32,
-    /// Why the last run failed.
-    pub(crate) reason: Arc<str>,
-}
 
 /// What the loop gives a driver to start with.
 pub(crate) struct DriverStart {
@@ -282,16 +243,6 @@ fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>,
     })
 }
 
-/// What a run tells the loop while it is running.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RunProgress {
-    pub(crate) id: RunId,
-    /// The run proved alive: `Starting` can become `Healthy`.
-    pub(crate) alive: bool,
-    /// The run has sent at least one heartbeat: it is watched for silence from now on.
-    pub(crate) beaten: bool,
-}
-
 /// Runs `task` once inside `shared`'s context and says how it ended, and whether it proved
 /// alive (polled once without finishing, or beat).
 ///
@@ -402,31 +353,6 @@ fn panicked(payload: Box<dyn Any + Send>) -> RunOutcome {
     RunOutcome::Failed(Arc::from(format!("panicked: {}", describe_panic(payload))))
 }
 
-/// Reads a panic's message and drops its payload, where a panicking `Drop` of the payload
-/// is caught too.
-pub(crate) fn describe_panic(payload: Box<dyn Any + Send>) -> String {
-    let message = catch_unwind(AssertUnwindSafe(|| panic_message(payload.as_ref())))
-        .unwrap_or_else(|_| "panic with a payload that could not be read".to_owned());
-    dispose(payload);
-    message
-}
-
-/// Drops `value` (a task, a message holding one) where a panicking `Drop` is caught: the
-/// supervisor and its callers never unwind because of a task's `Drop`.
-pub(crate) fn drop_guarded<T>(value: T) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-        dispose(payload);
-    }
-}
-
-/// Drops a panic payload; one whose `Drop` panics as well is leaked instead, as the standard
-/// library does with a panic during a panic.
-pub(crate) fn dispose(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
-    }
-}
-
 /// Formats an error with its whole cause chain (`{:#}`: `outer: cause: root cause`) and drops
 /// it here, in the run's own task: its `Display` and its `Drop` are user code, and a panic in
 /// either must not reach the loop.
@@ -446,17 +372,5 @@ fn outcome_of(result: TaskResult) -> RunOutcome {
             }
             panicked(payload)
         }
-    }
-}
-
-/// The message of a panic payload: panics with a formatted message carry a `String`, panics
-/// with a literal carry a `&'static str`.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&'static str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "panic with a payload that is not a string".to_owned()
     }
 }

@@ -1,23 +1,16 @@
-//! `Supervisor`, a built supervisor waiting to run, and the state its handles and its loop share.
+//! `Supervisor`, a built supervisor waiting to run.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::error::SupervisorError;
-use crate::event_loop::{EventLoop, Message};
+use crate::event_loop::EventLoop;
 use crate::handle::SupervisorHandle;
-use crate::registry::Registry;
-use crate::run;
-use crate::status::StatusChange;
+use crate::shared::Shared;
 use crate::task::TaskTemplate;
-
-/// How many status changes a slow subscriber may fall behind before it misses some.
-const STATUS_CHANGES_CAPACITY: usize = 4096;
+use crate::unwind;
 
 /// A supervisor that has been built and not started yet.
 ///
@@ -84,7 +77,7 @@ impl Supervisor {
                 // Only a builder holding over four billion tasks runs out of ids.
                 let Some(entry) = shared.registry.add_initial(Arc::clone(&name)) else {
                     tracing::error!(task = %name, "no id left for this task; it is not supervised");
-                    run::drop_guarded(task);
+                    unwind::drop_guarded(task);
                     return None;
                 };
                 Some((name, entry, task))
@@ -113,127 +106,5 @@ impl fmt::Debug for Supervisor {
             )
             .field("config", &self.config)
             .finish()
-    }
-}
-
-/// What the handles and the loop share.
-pub(crate) struct Shared {
-    pub(crate) registry: Registry,
-    pub(crate) sender: mpsc::UnboundedSender<Message>,
-    /// How the supervisor ended, set by the loop just before it returns.
-    pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
-    /// The loop's task. A `wait` awaits it under this (asynchronous) lock, so that `wait`
-    /// returns only once the loop's task itself is gone; a `wait` dropped halfway leaves it
-    /// for the next.
-    pub(crate) loop_task: Mutex<Option<JoinHandle<()>>>,
-    /// The status change stream: made on the first subscription, so a supervisor nobody
-    /// watches pays nothing, and closed by the loop when it ends.
-    status_changes: std::sync::Mutex<StatusChannel>,
-    /// Whether anyone ever subscribed: the loop's cheap check before it looks for a sender.
-    subscribed: AtomicBool,
-    /// Set once the supervisor is ending (after the `Shutdown` message is sent, or when the loop
-    /// gives up at the dead tasks threshold): drivers stop restarting runs in place at once, instead of when
-    /// the loop gets to their stop.
-    pub(crate) ending: Arc<AtomicBool>,
-    /// Whether the loop is waiting, or about to wait, for its next event (see
-    /// [`Shared::nudge_loop`]). On a cache line of its own: the loop writes it once per
-    /// wake-up, and every `add_task` reads it.
-    loop_waiting: Padded<AtomicBool>,
-}
-
-/// Keeps a value on cache lines of its own (128 bytes: x86 fetches lines in pairs).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
-
-#[derive(Default)]
-struct StatusChannel {
-    sender: Option<broadcast::Sender<StatusChange>>,
-    closed: bool,
-}
-
-impl Shared {
-    /// Tells handles whether the loop is waiting for its next event. The loop sets it before
-    /// it waits and clears it when it wakes.
-    pub(crate) fn set_loop_waiting(&self, waiting: bool) {
-        self.loop_waiting.0.store(waiting, Ordering::Relaxed);
-    }
-
-    /// Called by `run()` after spawning the loop, and by `add_task` after sending it an `Add`:
-    /// lets another worker run the loop beside the caller.
-    ///
-    /// A message to a waiting loop wakes it, and Tokio schedules a task woken (or spawned)
-    /// from a worker in that worker's LIFO slot, which no other worker may steal from
-    /// (tokio-rs/tokio#4941). A caller that adds many tasks without yielding would hold the
-    /// loop there until it yields, and the loop's work (spawning every run) would follow the
-    /// caller's instead of running beside it. Scheduling one more, empty, task pushes the loop
-    /// out of the slot to the worker's run queue and wakes an idle worker, which takes it.
-    ///
-    /// This costs a spawn (and the wake-up of an idle worker) per `add_task` that finds the
-    /// loop waiting, and nothing while the loop is busy or for the loop's own wake-ups. It is
-    /// a heuristic: a stale flag either way costs one needless spawn or leaves the loop where
-    /// Tokio put it; so does a call from a thread whose wake-ups never use a LIFO slot (a
-    /// blocking thread, another runtime), where the spawn is needless. Other commands do not
-    /// nudge: they ask little of the loop, and a caller that holds its worker delays them only
-    /// until it yields, as it would delay any task it woke.
-    pub(crate) fn nudge_loop(&self) {
-        let waiting = &self.loop_waiting.0;
-        if !waiting.load(Ordering::Relaxed) || !waiting.swap(false, Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-                drop(runtime.spawn(async {}));
-            }
-        }
-    }
-
-    fn new(sender: mpsc::UnboundedSender<Message>) -> Self {
-        Self {
-            registry: Registry::new(),
-            sender,
-            outcome: OnceLock::new(),
-            loop_task: Mutex::new(None),
-            status_changes: std::sync::Mutex::default(),
-            subscribed: AtomicBool::new(false),
-            loop_waiting: Padded(AtomicBool::new(false)),
-            ending: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn status_channel(&self) -> std::sync::MutexGuard<'_, StatusChannel> {
-        self.status_changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A receiver of every status change from now on; closed at once if the loop has ended.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
-        let mut channel = self.status_channel();
-        if channel.closed {
-            // Its sender is dropped right away, so it reports `Closed` on its first receive.
-            return broadcast::channel(1).1;
-        }
-        let receiver = channel
-            .sender
-            .get_or_insert_with(|| broadcast::channel(STATUS_CHANGES_CAPACITY).0)
-            .subscribe();
-        self.subscribed.store(true, Ordering::Release);
-        receiver
-    }
-
-    /// The sender of status changes, if anyone has subscribed.
-    pub(crate) fn status_sender(&self) -> Option<broadcast::Sender<StatusChange>> {
-        if !self.subscribed.load(Ordering::Acquire) {
-            return None;
-        }
-        self.status_channel().sender.clone()
-    }
-
-    /// Ends the stream for every subscriber, once the loop holds no sender either.
-    pub(crate) fn close_status_changes(&self) {
-        let mut channel = self.status_channel();
-        channel.closed = true;
-        channel.sender = None;
     }
 }

@@ -1,0 +1,82 @@
+//! What reaches the loop: the messages of its one channel, and what runs report in them.
+//!
+//! Handles, drivers and run contexts send these; only the loop receives them. They live here,
+//! apart from the loop, so that nothing that sends imports the loop itself.
+
+use std::sync::Arc;
+
+use crate::registry::TaskEntry;
+use crate::task::TaskTemplate;
+
+/// What reaches the loop over its channel.
+pub(crate) enum Message {
+    /// A task added through a handle; its name is already reserved in the registry.
+    Add {
+        name: Arc<str>,
+        entry: TaskEntry,
+        task: Box<dyn TaskTemplate>,
+    },
+    Restart {
+        id: u32,
+    },
+    Kill {
+        id: u32,
+    },
+    Shutdown,
+    /// A run proved alive or sent its first heartbeat.
+    Progress(RunProgress),
+    /// A run failed, and its driver started the next one in place.
+    RanAgain(RanAgain),
+    /// A driver ended.
+    Exit(RunExit),
+}
+
+/// Identifies one run: the task's slot and the run's generation within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub(crate) enum RunOutcome {
+    Completed,
+    /// Why it failed, as the task's status change and last failure will say it: the error's
+    /// message (formatted in the run, since formatting is user code), or `panicked: ` and the
+    /// panic's message.
+    Failed(Arc<str>),
+    /// The loop dropped it (after its grace period, or at once); `panicked` when a `Drop` of
+    /// the run panicked meanwhile.
+    Dropped {
+        panicked: bool,
+    },
+}
+
+/// The last report of a driver: how its last run ended, and the task's template, back.
+pub(crate) struct RunExit {
+    pub(crate) id: RunId,
+    pub(crate) outcome: RunOutcome,
+    pub(crate) template: Box<dyn TaskTemplate>,
+}
+
+/// A driver's report that its run failed and that it has started the next one in place.
+#[derive(Debug)]
+pub(crate) struct RanAgain {
+    /// The new run.
+    pub(crate) id: RunId,
+    /// The task's restart attempts, counting this one.
+    pub(crate) attempts: u32,
+    /// Why the last run failed.
+    pub(crate) reason: Arc<str>,
+}
+
+/// What a run tells the loop while it is running.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunProgress {
+    pub(crate) id: RunId,
+    /// The run proved alive: `Starting` can become `Healthy`.
+    pub(crate) alive: bool,
+    /// The run has sent at least one heartbeat: it is watched for silence from now on.
+    pub(crate) beaten: bool,
+}
