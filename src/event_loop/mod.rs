@@ -1,0 +1,286 @@
+//! The loop: the one Tokio task that owns every supervised task's state.
+//!
+//! Two things reach it. **Messages** arrive on one unbounded channel: commands from handles,
+//! and what runs report (progress, restarts in place, and the exit each driver sends as it
+//! ends, see [`crate::run`]). **Time** arrives as the earliest deadline of a
+//! [`DeadlineQueue`]: back-offs, heartbeat deadlines and grace periods. Nothing is polled and
+//! nothing is scanned: the loop sleeps until one of the two wakes it. Heartbeat deadlines are
+//! looked at a millisecond early; a run still silent then is timed to its exact deadline by a
+//! blocking sleep on Tokio's blocking pool, since Tokio's own timer ticks in milliseconds.
+//!
+//! # Invariants
+//!
+//! 1. At most one run of a task is alive at any moment: a driver is spawned only when its slot
+//!    holds none, a slot lets go of its driver only when the driver's exit has arrived, which
+//!    is sent after its last run's future was dropped, and a driver runs one run at a time.
+//! 2. The loop is the only writer of task state. Statuses are published to the registry with
+//!    [`StatusCell::publish`], and only from [`EventLoop::set_status`].
+//! 3. Every status change is an edge of the state machine in [`crate::status`]
+//!    (checked in debug builds by `set_status`).
+//! 4. `kill_task` is final for the run it stops: killing clears the slot's deadline, so a
+//!    pending back-off does nothing when it fires.
+//! 5. The loop returns only once it is ending and every driver it spawned has reported its
+//!    exit: when `wait()` sees the loop's task finish, no run is alive. A precise wait still
+//!    sleeping is woken as the loop returns; it holds nothing of any task.
+//! 6. Nothing a task does panics the loop: making an instance, asking it about heartbeats and
+//!    dropping it are all guarded, and runs catch their own panics.
+//! 7. A slot's memory does not grow with its restarts: it holds one run, one deadline and
+//!    counters, and a superseded deadline entry leaves the queue when its tick passes.
+
+mod commands;
+mod exits;
+mod runs;
+mod slot;
+mod timers;
+
+use std::pin::pin;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::chunked::ChunkedVec;
+use crate::config::Config;
+use crate::context::RunSettings;
+use crate::deadline::{instant_of, DeadlineQueue, Tick};
+use crate::error::SupervisorError;
+use crate::message::Message;
+use crate::policy::backoff::JitterSource;
+use crate::registry::TaskEntry;
+use crate::shared::Shared;
+use crate::status::{StatusChange, TaskStatus};
+use crate::task::TaskTemplate;
+use crate::unwind;
+
+use self::slot::Slot;
+use self::timers::PreciseWait;
+
+/// A task the supervisor was built with: its name, its registry entry and its template.
+pub(crate) type InitialTask = (Arc<str>, TaskEntry, Box<dyn TaskTemplate>);
+
+/// How many more ready events of one kind a wake-up handles before it looks at the others.
+const BATCH: usize = 64;
+
+/// No deadline, or no queued tick.
+const NEVER: u64 = u64::MAX;
+
+/// See the [module documentation](self).
+pub(crate) struct EventLoop {
+    config: Config,
+    shared: Arc<Shared>,
+    receiver: UnboundedReceiver<Message>,
+    settings: Arc<RunSettings>,
+    slots: ChunkedVec<Slot>,
+    /// Drivers spawned whose exit has not arrived yet.
+    live_runs: usize,
+    deadlines: DeadlineQueue,
+    /// Scratch space for due deadlines, kept to avoid allocating on every wake-up.
+    due: Vec<(Tick, u32)>,
+    /// Silent runs whose heartbeat deadline is less than `PRECISE_WINDOW` away, and the one
+    /// precise wait (a blocking sleep until the earliest of them) that is in flight.
+    precise_slots: Vec<u32>,
+    precise: Option<PreciseWait>,
+    jitter: JitterSource,
+    /// Slots that are `Dead` because their attempts ran out.
+    dead_of_failure: usize,
+    /// Set once the supervisor is ending, with how it ends.
+    ending: Option<Result<(), SupervisorError>>,
+    status_sender: Option<broadcast::Sender<StatusChange>>,
+}
+
+/// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
+struct StoppedOnDrop(Arc<Shared>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.registry.mark_stopped();
+        self.0.close_status_changes();
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        config: Config,
+        shared: Arc<Shared>,
+        receiver: UnboundedReceiver<Message>,
+        tasks: Vec<InitialTask>,
+    ) -> Self {
+        let settings = Arc::new(RunSettings {
+            epoch: Instant::now(),
+            heartbeat_interval: config.heartbeat_interval,
+            restart_in_place: config.base_restart_delay.is_zero(),
+            max_restart_attempts: config.max_restart_attempts,
+            ending: Arc::clone(&shared.ending),
+            events: shared.sender.clone(),
+        });
+        let jitter = config
+            .jitter_seed
+            .map_or_else(JitterSource::from_entropy, JitterSource::new);
+        let mut event_loop = Self {
+            config,
+            shared,
+            receiver,
+            settings,
+            slots: ChunkedVec::new(),
+            live_runs: 0,
+            deadlines: DeadlineQueue::default(),
+            due: Vec::new(),
+            precise_slots: Vec::new(),
+            precise: None,
+            jitter,
+            dead_of_failure: 0,
+            ending: None,
+            status_sender: None,
+        };
+        for (name, entry, task) in tasks {
+            event_loop.push_slot(name, entry, task);
+        }
+        event_loop
+    }
+
+    /// Runs the supervisor until it has ended and every run is gone.
+    pub(crate) async fn run(mut self) {
+        let _stopped = StoppedOnDrop(Arc::clone(&self.shared));
+        for index in 0..self.slots.len() {
+            self.start(index);
+        }
+        let epoch = self.settings.epoch;
+        let mut sleep = pin!(tokio::time::sleep_until(epoch));
+        let mut sleeping_until: Option<Tick> = None;
+
+        let result = loop {
+            if self.ending.is_some() && self.live_runs == 0 {
+                break self.ending.take().unwrap_or(Ok(()));
+            }
+            let next = self.deadlines.next_tick();
+            if next != sleeping_until {
+                sleeping_until = next.and_then(|tick| {
+                    let at = instant_of(epoch, tick)?;
+                    sleep.as_mut().reset(at);
+                    Some(tick)
+                });
+            }
+            // From here until an arm runs, a handle's message may find the loop waiting.
+            self.shared.set_loop_waiting(true);
+            // Unbiased: with many runs failing at once, messages are always ready, and a fixed
+            // order would starve timers.
+            tokio::select! {
+                Some(message) = self.receiver.recv() => {
+                    self.shared.set_loop_waiting(false);
+                    self.on_message(message);
+                    // What else is ready now, in a bounded batch: one wake-up, many events.
+                    for _ in 0..BATCH {
+                        let Ok(message) = self.receiver.try_recv() else { break };
+                        self.on_message(message);
+                    }
+                }
+                () = &mut sleep, if sleeping_until.is_some() => {
+                    self.shared.set_loop_waiting(false);
+                    sleeping_until = None;
+                    self.on_timers();
+                }
+                _ = async { (&mut self.precise.as_mut()?.done).await.ok() }, if self.precise.is_some() => {
+                    self.shared.set_loop_waiting(false);
+                    self.precise = None;
+                    self.on_precise();
+                }
+            }
+        };
+        // A precise wait in flight is woken and ends at once; it holds nothing of any task.
+        self.precise = None;
+
+        self.status_sender = None;
+        let _ = self.shared.outcome.set(result);
+        // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
+        // own, since a second panic while the first unwinds would abort the process.
+        for slot in self.slots.take_all() {
+            unwind::drop_guarded(slot);
+        }
+        // Commands that arrived as the supervisor ended may hold tasks too.
+        while let Ok(message) = self.receiver.try_recv() {
+            unwind::drop_guarded(message);
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Add { name, entry, task } => {
+                self.push_slot(name, entry, task);
+                self.start(self.slots.len() - 1);
+            }
+            Message::Restart { id } => {
+                if let Some(index) = self.index(id) {
+                    self.restart(index);
+                }
+            }
+            Message::Kill { id } => {
+                if let Some(index) = self.index(id) {
+                    self.kill(index);
+                }
+            }
+            Message::Shutdown => self.begin_ending(Ok(())),
+            Message::Progress(progress) => self.on_progress(progress),
+            Message::RanAgain(again) => self.on_ran_again(again),
+            Message::Exit(exit) => self.on_exit(exit),
+        }
+    }
+
+    fn index(&self, id: u32) -> Option<usize> {
+        let index = id as usize;
+        if index < self.slots.len() {
+            Some(index)
+        } else {
+            tracing::error!(
+                id,
+                "command for an unknown task id; this is a bug in task-supervisor"
+            );
+            None
+        }
+    }
+
+    /// The one place a status changes (invariant 2).
+    fn set_status(&mut self, index: usize, to: TaskStatus, reason: Option<Arc<str>>) {
+        let slot = &mut self.slots[index];
+        let from = slot.status;
+        if from == to {
+            return;
+        }
+        debug_assert!(
+            from.can_change_to(to),
+            "{from} -> {to} is not an edge (invariant 3)"
+        );
+        slot.status = to;
+        slot.status_cell.publish(slot.status_offset, to);
+        // Only the loop sets statuses, and only here, so these counts stay exact.
+        if from == TaskStatus::Dead && slot.dead_of_failure {
+            slot.dead_of_failure = false;
+            self.dead_of_failure -= 1;
+        }
+        let name = &slot.name;
+        let why = reason.as_deref().unwrap_or_default();
+        match to {
+            TaskStatus::Failed => tracing::warn!(
+                task = %name,
+                reason = %why,
+                attempt = slot.attempts,
+                "task failed; it restarts after its back-off"
+            ),
+            TaskStatus::Dead => tracing::warn!(task = %name, reason = %why, "task is dead"),
+            TaskStatus::Completed => tracing::info!(task = %name, "task completed"),
+            _ => tracing::debug!(task = %name, %from, %to, "task status changed"),
+        }
+        if self.status_sender.is_none() {
+            self.status_sender = self.shared.status_sender();
+        }
+        if let Some(sender) = &self.status_sender {
+            // No receiver left is not an error: the stream is best effort for its readers.
+            let _ = sender.send(StatusChange {
+                task: Arc::clone(name),
+                from,
+                to,
+                reason,
+            });
+        }
+    }
+}

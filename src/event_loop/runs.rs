@@ -1,0 +1,143 @@
+//! Starting and stopping runs: a driver spawned per run, asked to stop, dropped after its grace.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::slot::{AfterExit, LiveRun, TimerKind};
+use super::{EventLoop, NEVER};
+use crate::context::RunShared;
+use crate::deadline::nanos_since;
+use crate::message::{RunId, RunProgress};
+use crate::run::{self, DriverStart};
+use crate::status::TaskStatus;
+
+impl EventLoop {
+    /// Spawns a driver for the next run of the task in `index`, unless the supervisor is
+    /// ending.
+    pub(super) fn start(&mut self, index: usize) {
+        if self.ending.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[index];
+        debug_assert!(slot.run.is_none(), "a second live run (invariant 1)");
+        let Some(template) = slot.template.take() else {
+            tracing::error!(task = %slot.name, "no template to start from; this is a bug in task-supervisor");
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        let id = RunId {
+            slot: index as u32,
+            generation: slot.generation,
+        };
+        // The last run's shared state is reused unless something (a `TaskContext` the run
+        // gave away) still holds it: a restart then allocates nothing for it.
+        let shared = slot
+            .spare_run
+            .take()
+            .and_then(|mut spare| {
+                Arc::get_mut(&mut spare)?.reset(id);
+                Some(spare)
+            })
+            .unwrap_or_else(|| Arc::new(RunShared::new(id, Arc::clone(&self.settings))));
+        let watched = slot.declares_heartbeats;
+        let driver = tokio::spawn(run::drive(DriverStart {
+            id,
+            template,
+            shared: Arc::clone(&shared),
+            watched,
+            attempts: slot.attempts,
+        }));
+        self.live_runs += 1;
+        slot.run = Some(LiveRun {
+            shared,
+            abort: driver.abort_handle(),
+            stopping: false,
+            aborted: false,
+        });
+        self.started(index);
+    }
+
+    /// The run in `index` has started: `Starting`, and watched for its first beat if it
+    /// declared heartbeats.
+    pub(super) fn started(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.after_exit = AfterExit::Decide;
+        slot.timer.due = NEVER;
+        slot.healthy_since = NEVER;
+        let watched = slot.declares_heartbeats;
+        self.set_status(index, TaskStatus::Starting, None);
+        if watched {
+            // An initial delay too long for the clock means the first beat is never due.
+            let first_beat_due = Instant::now().checked_add(self.config.health_check_initial_delay);
+            if let Some(first_beat_due) = first_beat_due {
+                self.watch(index, first_beat_due);
+            }
+        }
+    }
+
+    /// Asks the run in `index` to stop (the run of generation `expected`, or whichever is
+    /// current): a cooperative run gets the grace period, any other is dropped at once. Returns
+    /// whether it asked: not when the run is stopping already, or when `expected` is gone.
+    pub(super) fn stop_run(&mut self, index: usize, expected: Option<u32>) -> bool {
+        let Some(run) = self.slots[index].run.as_mut() else {
+            return false;
+        };
+        if run.stopping {
+            return false;
+        }
+        let Some(cooperative) = run.shared.request_stop(expected) else {
+            return false;
+        };
+        run.stopping = true;
+        if cooperative && !self.config.grace_period.is_zero() {
+            let due = Instant::now().checked_add(self.config.grace_period);
+            self.set_timer(index, TimerKind::Grace, due, 1);
+        } else {
+            self.abort_run(index);
+        }
+        true
+    }
+
+    pub(super) fn abort_run(&mut self, index: usize) {
+        let Some(run) = self.slots[index].run.as_mut() else {
+            return;
+        };
+        if !run.aborted {
+            run.aborted = true;
+            run.abort.abort();
+        }
+    }
+
+    pub(super) fn on_progress(&mut self, progress: RunProgress) {
+        let index = progress.id.slot as usize;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if slot.generation != progress.id.generation {
+            return; // From a run that has already ended.
+        }
+        let Some(run) = slot.run.as_mut() else {
+            return;
+        };
+        if run.stopping {
+            return;
+        }
+        // The first beat starts the watch, or, for a run watched from its start, brings its
+        // deadline forward from the end of the start-up grace.
+        let watch_from = if progress.beaten {
+            run.shared
+                .last_beat()
+                .map(|stamp| self.settings.instant_of(stamp))
+        } else {
+            None
+        };
+        if progress.alive && slot.status == TaskStatus::Starting {
+            slot.healthy_since = nanos_since(self.settings.epoch, Instant::now());
+            self.set_status(index, TaskStatus::Healthy, None);
+        }
+        if let Some(last_beat) = watch_from {
+            self.watch(index, last_beat);
+        }
+    }
+}
