@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::BuilderError;
-use crate::supervisor::Supervisor;
-use crate::task::{SupervisedTask, TaskTemplate};
+use crate::spec::{TaskPolicy, TaskSpec};
+use crate::supervisor::{InitialTask, Supervisor};
+use crate::task::SupervisedTask;
 
 /// Builds a [`Supervisor`]: its initial tasks and its settings.
 ///
@@ -53,7 +54,7 @@ use crate::task::{SupervisedTask, TaskTemplate};
 /// # drop(supervisor);
 /// ```
 pub struct SupervisorBuilder {
-    tasks: Vec<(String, Box<dyn TaskTemplate>)>,
+    tasks: Vec<(String, TaskSpec)>,
     config: Config,
 }
 
@@ -72,8 +73,43 @@ impl SupervisorBuilder {
     /// for [`try_build`](Self::try_build); [`build`](Self::build) keeps the last task
     /// registered under that name.
     #[must_use]
-    pub fn with_task(mut self, name: &str, task: impl SupervisedTask + Clone) -> Self {
-        self.tasks.push((name.to_owned(), Box::new(task)));
+    pub fn with_task(self, name: &str, task: impl SupervisedTask + Clone) -> Self {
+        self.with_task_spec(name, TaskSpec::new(task))
+    }
+
+    /// Registers the task of `spec` under `name`, with the settings of `spec` overriding the
+    /// supervisor's for this task; it starts when the supervisor runs, in registration order
+    /// with the other tasks.
+    ///
+    /// The spec is checked by [`try_build`](Self::try_build), as the supervisor's own
+    /// settings are; [`build`](Self::build) makes unworkable values workable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{RestartPolicy, SupervisedTask, SupervisorBuilder, TaskResult, TaskSpec};
+    ///
+    /// #[derive(Clone)]
+    /// struct Migrate;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Migrate {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let supervisor = SupervisorBuilder::new()
+    ///     // Runs once: a failed migration is not retried behind the operator's back.
+    ///     .with_task_spec("migrate", TaskSpec::new(Migrate).with_restart_policy(RestartPolicy::Temporary))
+    ///     .try_build()
+    ///     .expect("valid settings");
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_task_spec(mut self, name: &str, spec: TaskSpec) -> Self {
+        self.tasks.push((name.to_owned(), spec));
         self
     }
 
@@ -81,7 +117,7 @@ impl SupervisorBuilder {
     /// stopped, counted as a failure and restarted. Runs that never beat are never hung.
     #[must_use]
     pub fn with_timeout_threshold(mut self, threshold: Duration) -> Self {
-        self.config.timeout_threshold = threshold;
+        self.config.task.timeout_threshold = threshold;
         self
     }
 
@@ -116,14 +152,14 @@ impl SupervisorBuilder {
     /// first failure is final.
     #[must_use]
     pub fn with_max_restart_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_restart_attempts = Some(attempts);
+        self.config.task.max_restart_attempts = Some(attempts);
         self
     }
 
     /// Restarts failing tasks forever; they are never marked dead for failing.
     #[must_use]
     pub fn with_unlimited_restarts(mut self) -> Self {
-        self.config.max_restart_attempts = None;
+        self.config.task.max_restart_attempts = None;
         self
     }
 
@@ -133,7 +169,7 @@ impl SupervisorBuilder {
     /// in the same Tokio task, without a spawn, while its statuses are published as usual.
     #[must_use]
     pub fn with_base_restart_delay(mut self, delay: Duration) -> Self {
-        self.config.base_restart_delay = delay;
+        self.config.task.base_restart_delay = delay;
         self
     }
 
@@ -141,14 +177,14 @@ impl SupervisorBuilder {
     /// `base * 2^max_exponent` (before jitter). Delays saturate instead of overflowing.
     #[must_use]
     pub fn with_max_backoff_exponent(mut self, exponent: u32) -> Self {
-        self.config.max_backoff_exponent = exponent;
+        self.config.task.max_backoff_exponent = exponent;
         self
     }
 
     /// How long a run must stay healthy for the task's restart count to start over.
     #[must_use]
     pub fn with_task_being_stable_after(mut self, duration: Duration) -> Self {
-        self.config.task_being_stable_after = duration;
+        self.config.task.task_being_stable_after = duration;
         self
     }
 
@@ -169,7 +205,7 @@ impl SupervisorBuilder {
     /// to stop (by `restart`, `kill_task`, `shutdown` or a hang) before it is dropped.
     #[must_use]
     pub fn with_grace_period(mut self, grace: Duration) -> Self {
-        self.config.grace_period = grace;
+        self.config.task.grace_period = grace;
         self
     }
 
@@ -177,7 +213,7 @@ impl SupervisorBuilder {
     /// so tasks that failed together do not restart together. Zero turns jitter off.
     #[must_use]
     pub fn with_restart_jitter(mut self, fraction: f64) -> Self {
-        self.config.restart_jitter = fraction;
+        self.config.task.restart_jitter = fraction;
         self
     }
 
@@ -192,27 +228,55 @@ impl SupervisorBuilder {
     /// Builds the supervisor, making unworkable settings workable instead of failing.
     ///
     /// A dead tasks threshold that is not a number turns the check off and one outside 0..=1 is
-    /// clamped; a zero timeout or heartbeat interval becomes one millisecond; a heartbeat interval
-    /// not shorter than the timeout becomes half the timeout; a jitter outside 0..=1 becomes
-    /// none; a name registered twice keeps its last task. Use
+    /// clamped; a zero timeout or heartbeat interval becomes one millisecond; a heartbeat
+    /// interval not shorter than every task's timeout becomes half the shortest; a jitter
+    /// outside 0..=1 becomes none; a restart limit over no time at all is dropped; a name
+    /// registered twice keeps its last task. The same holds for each task's spec. Use
     /// [`try_build`](Self::try_build) to have such settings reported instead.
     pub fn build(self) -> Supervisor {
         let mut by_name: HashMap<String, usize> = HashMap::with_capacity(self.tasks.len());
-        let mut tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)> =
-            Vec::with_capacity(self.tasks.len());
-        for (name, task) in self.tasks {
+        let mut specs: Vec<(Arc<str>, TaskSpec)> = Vec::with_capacity(self.tasks.len());
+        for (name, spec) in self.tasks {
             match by_name.get(&name) {
                 Some(&index) => {
-                    let replaced = std::mem::replace(&mut tasks[index].1, task);
+                    let replaced = std::mem::replace(&mut specs[index].1, spec);
                     crate::unwind::drop_guarded(replaced);
                 }
                 None => {
-                    by_name.insert(name.clone(), tasks.len());
-                    tasks.push((Arc::from(name), task));
+                    by_name.insert(name.clone(), specs.len());
+                    specs.push((Arc::from(name), spec));
                 }
             }
         }
-        Supervisor::new(self.config.sanitized(), tasks)
+        let policies: Vec<Option<TaskPolicy>> = specs
+            .iter()
+            .map(|(_, spec)| {
+                let overrides = &spec.overrides;
+                (!overrides.is_empty()).then(|| self.config.task.with(overrides).sanitized())
+            })
+            .collect();
+        let shortest_timeout = policies
+            .iter()
+            .flatten()
+            .map(|policy| policy.timeout_threshold)
+            .min()
+            .unwrap_or(Duration::MAX);
+        let config = self.config.sanitized(shortest_timeout);
+        let default_policy = Arc::new(config.default_policy());
+        let tasks: Vec<InitialTask> = specs
+            .into_iter()
+            .zip(policies)
+            .map(|((name, spec), policy)| {
+                let policy = match policy {
+                    Some(policy) => {
+                        Arc::new(policy.for_supervisor(config.allows_restart_in_place()))
+                    }
+                    None => Arc::clone(&default_policy),
+                };
+                (name, spec.task, policy)
+            })
+            .collect();
+        Supervisor::new(config, default_policy, tasks)
     }
 
     /// Builds the supervisor, or says which setting cannot work.
@@ -221,7 +285,9 @@ impl SupervisorBuilder {
     ///
     /// [`BuilderError`] when a name was registered twice, the dead tasks threshold or the
     /// jitter is not a fraction between 0 and 1, the timeout or the heartbeat interval is
-    /// zero, or the heartbeat interval is not shorter than the timeout.
+    /// zero, the heartbeat interval is not shorter than the timeout, or a restart limit is
+    /// over no time at all; [`BuilderError::InvalidTaskSpec`] when a task's spec has such a
+    /// setting, with the task's name.
     pub fn try_build(self) -> Result<Supervisor, BuilderError> {
         let mut seen = std::collections::HashSet::with_capacity(self.tasks.len());
         let duplicate = self
@@ -229,14 +295,27 @@ impl SupervisorBuilder {
             .iter()
             .find(|(name, _)| !seen.insert(name.as_str()))
             .map(|(name, _)| name.clone());
+        let invalid_spec = || {
+            self.tasks.iter().find_map(|(name, spec)| {
+                let policy = self.config.task.with(&spec.overrides);
+                let reason = policy.validate(self.config.heartbeat_interval).err()?;
+                Some(BuilderError::InvalidTaskSpec {
+                    name: name.clone(),
+                    reason: Box::new(reason),
+                })
+            })
+        };
         let refused = match (self.config.validate(), duplicate) {
             (Err(error), _) => error,
             (Ok(()), Some(name)) => BuilderError::DuplicateTaskName { name },
-            (Ok(()), None) => return Ok(self.build()),
+            (Ok(()), None) => match invalid_spec() {
+                Some(error) => error,
+                None => return Ok(self.build()),
+            },
         };
         // The tasks are dropped here, where a panicking `Drop` cannot unwind into the caller.
-        for (_, task) in self.tasks {
-            crate::unwind::drop_guarded(task);
+        for (_, spec) in self.tasks {
+            crate::unwind::drop_guarded(spec);
         }
         Err(refused)
     }

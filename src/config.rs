@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use crate::error::BuilderError;
+use crate::spec::TaskPolicy;
 
-/// Settings that apply to every task of one supervisor.
+/// Settings of one supervisor: those of the supervisor itself, and the defaults every task
+/// takes unless its [`TaskSpec`](crate::TaskSpec) overrides them.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    /// How long a watched run may stay silent before it is hung.
-    pub(crate) timeout_threshold: Duration,
+    /// What every task is decided by, unless it says otherwise.
+    pub(crate) task: TaskPolicy,
     /// The beat period tasks are told to keep.
     pub(crate) heartbeat_interval: Duration,
     /// Extra time a run that declared heartbeats has for its first beat.
@@ -16,20 +18,8 @@ pub(crate) struct Config {
     /// Heartbeat deadlines are rounded up to a multiple of this, so that deadlines close to
     /// each other are checked in one wake-up.
     pub(crate) health_check_interval: Duration,
-    /// Restarts allowed after failures before the task is dead; `None` for no limit.
-    pub(crate) max_restart_attempts: Option<u32>,
-    /// The delay before the first restart.
-    pub(crate) base_restart_delay: Duration,
-    /// The delay doubles at most this many times.
-    pub(crate) max_backoff_exponent: u32,
-    /// A run healthy this long resets the task's restart count.
-    pub(crate) task_being_stable_after: Duration,
-    /// The share of dead tasks at which the supervisor gives up.
+    /// The share of dead tasks above which the supervisor gives up.
     pub(crate) dead_tasks_threshold: Option<f64>,
-    /// How long a cooperative run has to return after it is asked to stop.
-    pub(crate) grace_period: Duration,
-    /// Each back-off is lengthened by up to this fraction of itself.
-    pub(crate) restart_jitter: f64,
     /// Seed for the jitter, for reproducible delays.
     pub(crate) jitter_seed: Option<u64>,
 }
@@ -37,17 +27,11 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            timeout_threshold: Duration::from_secs(2),
+            task: TaskPolicy::default(),
             heartbeat_interval: Duration::from_millis(100),
             health_check_initial_delay: Duration::from_secs(3),
             health_check_interval: Duration::from_millis(1),
-            max_restart_attempts: Some(5),
-            base_restart_delay: Duration::from_secs(1),
-            max_backoff_exponent: 5,
-            task_being_stable_after: Duration::from_secs(60),
             dead_tasks_threshold: None,
-            grace_period: Duration::from_secs(5),
-            restart_jitter: 0.1,
             jitter_seed: None,
         }
     }
@@ -61,44 +45,34 @@ impl Config {
                 return Err(BuilderError::InvalidDeadTasksThreshold { value });
             }
         }
-        if self.timeout_threshold.is_zero() {
+        if self.task.timeout_threshold.is_zero() {
             return Err(BuilderError::ZeroTimeoutThreshold);
         }
         if self.heartbeat_interval.is_zero() {
             return Err(BuilderError::ZeroHeartbeatInterval);
         }
-        if self.heartbeat_interval >= self.timeout_threshold {
-            return Err(BuilderError::HeartbeatIntervalNotBelowTimeout {
-                interval: self.heartbeat_interval,
-                timeout: self.timeout_threshold,
-            });
-        }
-        if !(0.0..=1.0).contains(&self.restart_jitter) {
-            return Err(BuilderError::InvalidRestartJitter {
-                value: self.restart_jitter,
-            });
-        }
-        Ok(())
+        self.task.validate(self.heartbeat_interval)
     }
 
     /// Makes unworkable settings workable, for the infallible `build`: a threshold that is not
     /// a number turns the check off, one outside `0..=1` is clamped; zero durations that would
-    /// spin become one millisecond; a heartbeat interval not below the timeout becomes half the
-    /// timeout; a jitter that is not a fraction becomes none.
-    pub(crate) fn sanitized(mut self) -> Self {
+    /// spin become one millisecond; a jitter that is not a fraction becomes none; and a
+    /// heartbeat interval not below `shortest_timeout` (the shortest timeout of any task)
+    /// becomes half of it, so that no task beating at the interval it is told is hung between
+    /// two beats.
+    pub(crate) fn sanitized(mut self, shortest_timeout: Duration) -> Self {
         self.dead_tasks_threshold = self
             .dead_tasks_threshold
             .filter(|value| !value.is_nan())
             .map(|value| value.clamp(0.0, 1.0));
+        self.task = self.task.sanitized();
         let millisecond = Duration::from_millis(1);
-        self.timeout_threshold = self.timeout_threshold.max(millisecond);
+        let shortest_timeout = shortest_timeout
+            .max(millisecond)
+            .min(self.task.timeout_threshold);
         self.heartbeat_interval = self.heartbeat_interval.max(millisecond);
-        if self.heartbeat_interval >= self.timeout_threshold {
-            // A task beating at the interval it is told must not be hung between two beats.
-            self.heartbeat_interval = self.timeout_threshold / 2;
-        }
-        if !(0.0..=1.0).contains(&self.restart_jitter) {
-            self.restart_jitter = 0.0;
+        if self.heartbeat_interval >= shortest_timeout {
+            self.heartbeat_interval = shortest_timeout / 2;
         }
         self
     }
@@ -110,16 +84,18 @@ impl Config {
             .max(1)
     }
 
-    /// Whether a task that has used `attempts` restarts may have another.
-    pub(crate) fn may_restart(&self, attempts: u32) -> bool {
-        may_restart(self.max_restart_attempts, attempts)
+    /// Whether the supervisor's own rules let a task's driver restart its runs in place,
+    /// without asking the loop first.
+    pub(crate) fn allows_restart_in_place(&self) -> bool {
+        true
     }
-}
 
-/// Whether a task that has used `attempts` restarts may have another under `limit` (`None`: no
-/// limit). The loop and a driver restarting in place both decide by this.
-pub(crate) fn may_restart(limit: Option<u32>, attempts: u32) -> bool {
-    limit.map_or(true, |limit| attempts < limit)
+    /// The policy of a task registered without a spec.
+    pub(crate) fn default_policy(&self) -> TaskPolicy {
+        self.task
+            .clone()
+            .for_supervisor(self.allows_restart_in_place())
+    }
 }
 
 #[cfg(test)]
@@ -149,20 +125,24 @@ mod tests {
     fn sanitizing_makes_every_config_valid() {
         let config = Config {
             dead_tasks_threshold: Some(f64::NAN),
-            timeout_threshold: Duration::ZERO,
+            task: TaskPolicy {
+                timeout_threshold: Duration::ZERO,
+                restart_jitter: -3.0,
+                ..TaskPolicy::default()
+            },
             heartbeat_interval: Duration::ZERO,
-            restart_jitter: -3.0,
             ..Config::default()
         }
-        .sanitized();
+        .sanitized(Duration::MAX);
         assert_eq!(config.dead_tasks_threshold, None);
-        assert_eq!(config.timeout_threshold, Duration::from_millis(1));
-        assert_eq!(config.restart_jitter, 0.0);
+        assert_eq!(config.task.timeout_threshold, Duration::from_millis(1));
+        assert_eq!(config.task.restart_jitter, 0.0);
+        assert_eq!(config.validate(), Ok(()));
         let clamped = Config {
             dead_tasks_threshold: Some(7.0),
             ..Config::default()
         }
-        .sanitized();
+        .sanitized(Duration::MAX);
         assert_eq!(clamped.dead_tasks_threshold, Some(1.0));
     }
 
@@ -170,7 +150,10 @@ mod tests {
     fn the_interval_must_be_below_the_timeout() {
         let config = Config {
             heartbeat_interval: Duration::from_secs(2),
-            timeout_threshold: Duration::from_secs(2),
+            task: TaskPolicy {
+                timeout_threshold: Duration::from_secs(2),
+                ..TaskPolicy::default()
+            },
             ..Config::default()
         };
         assert!(matches!(
@@ -180,18 +163,10 @@ mod tests {
     }
 
     #[test]
-    fn restart_limit_counts_restarts() {
-        let config = Config {
-            max_restart_attempts: Some(2),
-            ..Config::default()
-        };
-        assert!(config.may_restart(0));
-        assert!(config.may_restart(1));
-        assert!(!config.may_restart(2));
-        let unlimited = Config {
-            max_restart_attempts: None,
-            ..Config::default()
-        };
-        assert!(unlimited.may_restart(u32::MAX));
+    fn sanitizing_brings_the_interval_below_the_shortest_task_timeout() {
+        let config = Config::default().sanitized(Duration::from_millis(60));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(30));
+        let untouched = Config::default().sanitized(Duration::from_secs(10));
+        assert_eq!(untouched.heartbeat_interval, Duration::from_millis(100));
     }
 }

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::message::{Message, RunId, RunProgress};
+use crate::spec::TaskPolicy;
 use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
 
 tokio::task_local! {
@@ -62,11 +63,6 @@ pub(crate) struct RunSettings {
     pub(crate) epoch: Instant,
     /// The beat period tasks are told to keep.
     pub(crate) heartbeat_interval: Duration,
-    /// Whether a failed run is followed by the next one at once (the back-off is zero), so its
-    /// driver may start it in place.
-    pub(crate) restart_in_place: bool,
-    /// How many restarts a task may use before it is dead (`None`: no limit).
-    pub(crate) max_restart_attempts: Option<u32>,
     /// Set once the supervisor is ending: no more restarts in place.
     pub(crate) ending: Arc<std::sync::atomic::AtomicBool>,
     /// Where runs report progress to the loop: one sender for all runs, not one per run.
@@ -93,6 +89,8 @@ pub(crate) struct RunShared {
     /// Restarts in place its driver has reported and the loop has not handled yet.
     unreported: AtomicU32,
     settings: Arc<RunSettings>,
+    /// The task's policy, which its driver decides restarts in place by.
+    policy: Arc<TaskPolicy>,
     /// Stamp of the last heartbeat, `0` before the first one.
     last_beat: AtomicU64,
     /// The run's generation (high 32 bits) and its flags (`STOP`, `COOPERATIVE`).
@@ -102,11 +100,12 @@ pub(crate) struct RunShared {
 }
 
 impl RunShared {
-    pub(crate) fn new(id: RunId, settings: Arc<RunSettings>) -> Self {
+    pub(crate) fn new(id: RunId, settings: Arc<RunSettings>, policy: Arc<TaskPolicy>) -> Self {
         Self {
             slot: id.slot,
             unreported: AtomicU32::new(0),
             settings,
+            policy,
             last_beat: AtomicU64::new(0),
             state: AtomicU64::new(state_of(id.generation)),
             token: OnceLock::new(),
@@ -168,6 +167,10 @@ impl RunShared {
 
     pub(crate) fn settings(&self) -> &RunSettings {
         &self.settings
+    }
+
+    pub(crate) fn policy(&self) -> &TaskPolicy {
+        &self.policy
     }
 
     pub(crate) fn beat(&self) {
@@ -394,8 +397,6 @@ impl LoomRun {
         let settings = Arc::new(RunSettings {
             epoch: Instant::now(),
             heartbeat_interval: Duration::from_millis(100),
-            restart_in_place: true,
-            max_restart_attempts: None,
             ending: Arc::default(),
             events: sender,
         });
@@ -404,7 +405,7 @@ impl LoomRun {
             generation: 1,
         };
         Self {
-            shared: Arc::new(RunShared::new(id, settings)),
+            shared: Arc::new(RunShared::new(id, settings, Arc::default())),
             events: std::sync::Mutex::new(receiver),
         }
     }
@@ -479,11 +480,10 @@ mod tests {
             Arc::new(RunSettings {
                 epoch: Instant::now(),
                 heartbeat_interval: Duration::from_millis(100),
-                restart_in_place: true,
-                max_restart_attempts: None,
                 ending: Arc::default(),
                 events: tokio::sync::mpsc::unbounded_channel().0,
             }),
+            Arc::default(),
         ))
     }
 

@@ -22,6 +22,15 @@ pub enum SupervisorHandleError {
     /// The supervisor is shutting down or has stopped, so it takes no more commands.
     #[error("the supervisor is shutting down or has stopped")]
     SupervisorStopped,
+    /// `add_task_spec` was given a spec with a setting that cannot work; nothing was
+    /// registered.
+    #[error("the spec of task `{name}` cannot work: {reason}")]
+    InvalidTaskSpec {
+        /// The name that was asked for.
+        name: String,
+        /// Which setting, as the builder would say it.
+        reason: BuilderError,
+    },
 }
 
 /// Why a supervisor stopped, when it was not asked to; returned by
@@ -69,7 +78,10 @@ pub enum SupervisorError {
 
 /// Why [`SupervisorBuilder::try_build`](crate::SupervisorBuilder::try_build) refused its
 /// settings.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+///
+/// Errors compare equal when they say the same thing; the values they carry are compared
+/// exactly (floats by their bits), so every error equals itself, a rejected `NaN` included.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BuilderError {
     /// Two tasks were registered under one name.
     #[error("a task named `{name}` was registered twice")]
@@ -105,4 +117,95 @@ pub enum BuilderError {
         /// The value given.
         value: f64,
     },
+    /// A restart limit or intensity counts restarts within no time at all, so it could never
+    /// be reached.
+    #[error("a restart limit must count restarts within a window longer than zero")]
+    ZeroRestartWindow,
+    /// The spec of one task has a setting that cannot work.
+    #[error("the spec of task `{name}` cannot work: {reason}")]
+    InvalidTaskSpec {
+        /// The task's name.
+        name: String,
+        /// Which setting.
+        reason: Box<BuilderError>,
+    },
+}
+
+impl PartialEq for BuilderError {
+    fn eq(&self, other: &Self) -> bool {
+        use BuilderError::*;
+        match (self, other) {
+            (DuplicateTaskName { name: a }, DuplicateTaskName { name: b }) => a == b,
+            (InvalidDeadTasksThreshold { value: a }, InvalidDeadTasksThreshold { value: b })
+            | (InvalidRestartJitter { value: a }, InvalidRestartJitter { value: b }) => {
+                a.to_bits() == b.to_bits()
+            }
+            (ZeroTimeoutThreshold, ZeroTimeoutThreshold)
+            | (ZeroHeartbeatInterval, ZeroHeartbeatInterval)
+            | (ZeroRestartWindow, ZeroRestartWindow) => true,
+            (
+                HeartbeatIntervalNotBelowTimeout {
+                    interval: a,
+                    timeout: b,
+                },
+                HeartbeatIntervalNotBelowTimeout {
+                    interval: c,
+                    timeout: d,
+                },
+            ) => a == c && b == d,
+            (InvalidTaskSpec { name: a, reason: b }, InvalidTaskSpec { name: c, reason: d }) => {
+                a == c && b == d
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for BuilderError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_builder_error() -> Vec<BuilderError> {
+        vec![
+            BuilderError::DuplicateTaskName { name: "a".into() },
+            BuilderError::InvalidDeadTasksThreshold { value: f64::NAN },
+            BuilderError::ZeroTimeoutThreshold,
+            BuilderError::ZeroHeartbeatInterval,
+            BuilderError::HeartbeatIntervalNotBelowTimeout {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+            },
+            BuilderError::InvalidRestartJitter { value: 1.5 },
+            BuilderError::ZeroRestartWindow,
+            BuilderError::InvalidTaskSpec {
+                name: "b".into(),
+                reason: Box::new(BuilderError::ZeroRestartWindow),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_builder_error_equals_itself_and_no_other() {
+        let errors = every_builder_error();
+        for (i, a) in errors.iter().enumerate() {
+            for (j, b) in errors.iter().enumerate() {
+                assert_eq!(a == b, i == j, "{a:?} vs {b:?}");
+            }
+            assert_eq!(a, &a.clone());
+        }
+    }
+
+    #[test]
+    fn messages_name_the_task_and_the_setting() {
+        let error = SupervisorHandleError::InvalidTaskSpec {
+            name: "poller".into(),
+            reason: BuilderError::InvalidRestartJitter { value: 2.0 },
+        };
+        assert_eq!(
+            error.to_string(),
+            "the spec of task `poller` cannot work: the restart jitter must be between 0 and 1, got 2"
+        );
+    }
 }

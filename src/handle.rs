@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::error::{SupervisorError, SupervisorHandleError};
-use crate::message::Message;
+use crate::message::{Message, NewTask};
 use crate::shared::Shared;
+use crate::spec::{TaskPolicy, TaskSpec};
 use crate::status::{StatusChange, TaskStatus};
 use crate::task::{SupervisedTask, TaskTemplate};
 use crate::unwind;
@@ -104,7 +105,7 @@ impl SupervisorHandle {
         &self.inner.shared
     }
 
-    /// Registers `task` under `name` and starts it.
+    /// Registers `task` under `name` and starts it, with the supervisor's settings.
     ///
     /// # Errors
     ///
@@ -116,21 +117,89 @@ impl SupervisorHandle {
         name: &str,
         task: impl SupervisedTask + Clone,
     ) -> Result<(), SupervisorHandleError> {
+        let policy = Arc::clone(&self.shared().default_policy);
+        self.add(name, Box::new(task), policy)
+    }
+
+    /// Registers the task of `spec` under `name` and starts it, with the settings of `spec`
+    /// overriding the supervisor's for this task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{RestartPolicy, SupervisedTask, SupervisorBuilder, TaskResult, TaskSpec};
+    ///
+    /// #[derive(Clone)]
+    /// struct Report;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Report {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         task_supervisor::bail!("the mail server is down")
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let handle = SupervisorBuilder::new().build().run();
+    /// handle.add_task_spec(
+    ///     "report",
+    ///     TaskSpec::new(Report)
+    ///         .with_max_restart_attempts(1)
+    ///         .with_base_restart_delay(Duration::from_millis(10)),
+    /// )?;
+    /// tokio::time::sleep(Duration::from_millis(50)).await; // one run, one restart
+    /// assert!(handle.get_task_status("report").await?.is_some_and(|status| status.is_dead()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::InvalidTaskSpec`] if a setting of `spec` cannot work (the
+    /// same checks as [`SupervisorBuilder::try_build`](crate::SupervisorBuilder::try_build));
+    /// nothing is registered then. Otherwise as [`add_task`](Self::add_task).
+    pub fn add_task_spec(&self, name: &str, spec: TaskSpec) -> Result<(), SupervisorHandleError> {
+        let TaskSpec { task, overrides } = spec;
+        match self.shared().policy_for(&overrides) {
+            Ok(policy) => self.add(name, task, policy),
+            Err(reason) => {
+                // Dropped here, where a panicking `Drop` cannot unwind into the caller.
+                unwind::drop_guarded(task);
+                Err(SupervisorHandleError::InvalidTaskSpec {
+                    name: name.to_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn add(
+        &self,
+        name: &str,
+        task: Box<dyn TaskTemplate>,
+        policy: Arc<TaskPolicy>,
+    ) -> Result<(), SupervisorHandleError> {
         let shared = self.shared();
-        let mut refused: Option<Box<dyn TaskTemplate>> = Some(Box::new(task));
+        let mut refused: Option<Box<dyn TaskTemplate>> = Some(task);
         let added = shared.registry.add(name, |name, entry| {
             let Some(task) = refused.take() else {
                 return Err(SupervisorHandleError::SupervisorStopped);
             };
-            shared
-                .sender
-                .send(Message::Add { name, entry, task })
-                .map_err(|unsent| {
-                    if let Message::Add { task, .. } = unsent.0 {
-                        refused = Some(task);
-                    }
-                    SupervisorHandleError::SupervisorStopped
-                })
+            let new = NewTask {
+                name,
+                entry,
+                task,
+                policy,
+            };
+            shared.sender.send(Message::Add(new)).map_err(|unsent| {
+                if let Message::Add(new) = unsent.0 {
+                    refused = Some(new.task);
+                }
+                SupervisorHandleError::SupervisorStopped
+            })
         });
         if added.is_ok() {
             shared.nudge_loop();

@@ -6,16 +6,13 @@
 use std::sync::Arc;
 
 use crate::registry::TaskEntry;
+use crate::spec::TaskPolicy;
 use crate::task::TaskTemplate;
 
 /// What reaches the loop over its channel.
 pub(crate) enum Message {
     /// A task added through a handle; its name is already reserved in the registry.
-    Add {
-        name: Arc<str>,
-        entry: TaskEntry,
-        task: Box<dyn TaskTemplate>,
-    },
+    Add(NewTask),
     Restart {
         id: u32,
     },
@@ -29,6 +26,15 @@ pub(crate) enum Message {
     RanAgain(RanAgain),
     /// A driver ended.
     Exit(RunExit),
+}
+
+/// A task to register: its name (reserved in the registry), the entry its status is published
+/// in, its template and its policy.
+pub(crate) struct NewTask {
+    pub(crate) name: Arc<str>,
+    pub(crate) entry: TaskEntry,
+    pub(crate) task: Box<dyn TaskTemplate>,
+    pub(crate) policy: Arc<TaskPolicy>,
 }
 
 /// Identifies one run: the task's slot and the run's generation within it.

@@ -37,9 +37,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::config::may_restart;
 use crate::context::RunShared;
 use crate::message::{Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
+use crate::policy::restart::{self, Ending};
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
 use crate::unwind::{describe_panic, dispose, drop_guarded};
 
@@ -216,11 +216,12 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
 /// loop holds the run's state (no [`TaskContext`](crate::TaskContext) of the old run is left
 /// to beat for the new one).
 fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
-    let settings = shared.settings();
-    if !settings.restart_in_place
+    let (settings, policy) = (shared.settings(), shared.policy());
+    if !policy.restart_in_place
         || settings.ending.load(Ordering::Acquire)
         || settings.events.is_closed()
-        || !may_restart(settings.max_restart_attempts, attempts)
+        || !restart::policy_restarts(policy.restart, Ending::Failed)
+        || !restart::attempts_left(policy.max_restart_attempts, attempts)
     {
         return false;
     }

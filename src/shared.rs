@@ -8,9 +8,11 @@ use std::sync::{Arc, OnceLock, PoisonError};
 use tokio::sync::{broadcast, mpsc, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::error::SupervisorError;
+use crate::config::Config;
+use crate::error::{BuilderError, SupervisorError};
 use crate::message::Message;
 use crate::registry::Registry;
+use crate::spec::{Overrides, TaskPolicy};
 use crate::status::StatusChange;
 
 /// How many status changes a slow subscriber may fall behind before it misses some.
@@ -19,6 +21,10 @@ const STATUS_CHANGES_CAPACITY: usize = 4096;
 /// What the handles and the loop share.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
+    /// The supervisor's settings, for the handles to resolve and check a task's spec.
+    pub(crate) config: Config,
+    /// The policy of every task registered without a spec of its own.
+    pub(crate) default_policy: Arc<TaskPolicy>,
     pub(crate) sender: mpsc::UnboundedSender<Message>,
     /// How the supervisor ended, set by the loop just before it returns.
     pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
@@ -88,9 +94,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn new(sender: mpsc::UnboundedSender<Message>) -> Self {
+    pub(crate) fn new(
+        sender: mpsc::UnboundedSender<Message>,
+        config: Config,
+        default_policy: Arc<TaskPolicy>,
+    ) -> Self {
         Self {
             registry: Registry::new(),
+            config,
+            default_policy,
             sender,
             outcome: OnceLock::new(),
             loop_task: Mutex::new(None),
@@ -99,6 +111,22 @@ impl Shared {
             loop_waiting: Padded(AtomicBool::new(false)),
             ending: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The policy of a task registered with `overrides`: the supervisor's own when nothing is
+    /// overridden, or a new one, checked as the builder checks its settings.
+    pub(crate) fn policy_for(
+        &self,
+        overrides: &Overrides,
+    ) -> Result<Arc<TaskPolicy>, BuilderError> {
+        if overrides.is_empty() {
+            return Ok(Arc::clone(&self.default_policy));
+        }
+        let policy = self.config.task.with(overrides);
+        policy.validate(self.config.heartbeat_interval)?;
+        Ok(Arc::new(
+            policy.for_supervisor(self.config.allows_restart_in_place()),
+        ))
     }
 
     fn status_channel(&self) -> std::sync::MutexGuard<'_, StatusChannel> {

@@ -34,7 +34,8 @@ pub enum TaskStatus {
     Healthy,
     /// The last run failed (error, panic or hang); a restart is scheduled after the back-off.
     Failed,
-    /// The last run returned `Ok(())`. The task is not restarted unless asked to.
+    /// The last run returned `Ok(())`. The task is not restarted unless asked to, or unless
+    /// its [`RestartPolicy`](crate::RestartPolicy) is `Permanent`.
     Completed,
     /// The task used up its restart attempts or was killed. It is not restarted unless asked to.
     Dead,
@@ -71,7 +72,9 @@ impl TaskStatus {
         matches!(self, Self::Completed)
     }
 
-    /// Whether the supervisor will not start the task again by itself (`Completed` or `Dead`).
+    /// Whether the supervisor will not start the task again by itself (`Completed` or `Dead`),
+    /// under the default policy: a `Permanent` task is restarted after `Completed` too, and a
+    /// group strategy may restart a `Completed` task with the group.
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Completed | Self::Dead)
     }

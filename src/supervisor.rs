@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::event_loop::EventLoop;
 use crate::handle::SupervisorHandle;
+use crate::message::NewTask;
 use crate::shared::Shared;
+use crate::spec::TaskPolicy;
 use crate::task::TaskTemplate;
 use crate::unwind;
 
@@ -18,12 +20,25 @@ use crate::unwind;
 /// [`run`](Supervisor::run).
 pub struct Supervisor {
     config: Config,
-    tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)>,
+    /// The policy of every task registered without a spec of its own.
+    default_policy: Arc<TaskPolicy>,
+    tasks: Vec<InitialTask>,
 }
 
+/// A task the supervisor is built with: its name, its template and its policy.
+pub(crate) type InitialTask = (Arc<str>, Box<dyn TaskTemplate>, Arc<TaskPolicy>);
+
 impl Supervisor {
-    pub(crate) fn new(config: Config, tasks: Vec<(Arc<str>, Box<dyn TaskTemplate>)>) -> Self {
-        Self { config, tasks }
+    pub(crate) fn new(
+        config: Config,
+        default_policy: Arc<TaskPolicy>,
+        tasks: Vec<InitialTask>,
+    ) -> Self {
+        Self {
+            config,
+            default_policy,
+            tasks,
+        }
     }
 
     /// Starts the supervisor and its tasks, and returns the handle that controls it.
@@ -69,18 +84,27 @@ impl Supervisor {
     /// ```
     pub fn run(self) -> SupervisorHandle {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(sender));
+        let shared = Arc::new(Shared::new(
+            sender,
+            self.config.clone(),
+            self.default_policy,
+        ));
         let tasks = self
             .tasks
             .into_iter()
-            .filter_map(|(name, task)| {
+            .filter_map(|(name, task, policy)| {
                 // Only a builder holding over four billion tasks runs out of ids.
                 let Some(entry) = shared.registry.add_initial(Arc::clone(&name)) else {
                     tracing::error!(task = %name, "no id left for this task; it is not supervised");
                     unwind::drop_guarded(task);
                     return None;
                 };
-                Some((name, entry, task))
+                Some(NewTask {
+                    name,
+                    entry,
+                    task,
+                    policy,
+                })
             })
             .collect();
         let event_loop = EventLoop::new(self.config, Arc::clone(&shared), receiver, tasks);
@@ -102,7 +126,7 @@ impl fmt::Debug for Supervisor {
         f.debug_struct("Supervisor")
             .field(
                 "tasks",
-                &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                &self.tasks.iter().map(|(name, ..)| name).collect::<Vec<_>>(),
             )
             .field("config", &self.config)
             .finish()

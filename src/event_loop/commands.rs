@@ -6,18 +6,18 @@ use std::sync::Arc;
 use super::slot::{AfterExit, Slot, Timer, TimerKind};
 use super::{EventLoop, NEVER};
 use crate::error::SupervisorError;
-use crate::registry::TaskEntry;
+use crate::message::NewTask;
 use crate::status::TaskStatus;
-use crate::task::TaskTemplate;
 use crate::unwind;
 
 impl EventLoop {
-    pub(super) fn push_slot(
-        &mut self,
-        name: Arc<str>,
-        entry: TaskEntry,
-        task: Box<dyn TaskTemplate>,
-    ) {
+    pub(super) fn push_slot(&mut self, new: NewTask) {
+        let NewTask {
+            name,
+            entry,
+            task,
+            policy,
+        } = new;
         if entry.id as usize != self.slots.len() {
             tracing::error!(
                 task = %name,
@@ -38,6 +38,7 @@ impl EventLoop {
             status_cell,
             status_offset,
             template: Some(task),
+            policy,
             declares_heartbeats,
             status: TaskStatus::Created,
             attempts: 0,

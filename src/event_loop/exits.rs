@@ -11,6 +11,7 @@ use crate::error::SupervisorError;
 use crate::message::{RanAgain, RunExit, RunOutcome};
 use crate::policy;
 use crate::policy::backoff::{exponential_delay, with_jitter};
+use crate::policy::restart::Ending;
 use crate::status::TaskStatus;
 use crate::unwind;
 
@@ -51,9 +52,7 @@ impl EventLoop {
             AfterExit::BackOff => self.schedule_restart(index),
             AfterExit::Nothing => {}
             AfterExit::Decide => match outcome {
-                RunOutcome::Completed => {
-                    self.set_status(index, TaskStatus::Completed, None);
-                }
+                RunOutcome::Completed => self.complete(index),
                 RunOutcome::Failed(reason) => self.fail_and_restart(index, reason),
                 RunOutcome::Dropped { .. } => self.fail_and_restart(index, Arc::from("dropped")),
             },
@@ -95,6 +94,18 @@ impl EventLoop {
         self.started(index);
     }
 
+    /// The run in `index` returned `Ok(())`: `Completed`, and restarted after the base delay if
+    /// its policy says so, with its restart count cleared (the run did its work).
+    fn complete(&mut self, index: usize) {
+        self.set_status(index, TaskStatus::Completed, None);
+        let slot = &mut self.slots[index];
+        slot.healthy_since = NEVER;
+        if policy::restart::policy_restarts(slot.policy.restart, Ending::Completed) {
+            slot.attempts = 0;
+            self.schedule_restart(index);
+        }
+    }
+
     pub(super) fn fail_and_restart(&mut self, index: usize, reason: Arc<str>) {
         if self.fail(index, reason, None) {
             self.schedule_restart(index);
@@ -102,16 +113,16 @@ impl EventLoop {
     }
 
     /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`
-    /// (`None`: until now): `Failed` with one more attempt used, or `Dead` when none is left.
-    /// Returns whether it will be restarted.
+    /// (`None`: until now): `Failed` with one more attempt used when its policy restarts it
+    /// and an attempt is left, `Dead` otherwise. Returns whether it will be restarted.
     pub(super) fn fail(
         &mut self,
         index: usize,
         reason: Arc<str>,
         healthy_until: Option<Instant>,
     ) -> bool {
-        let stable_after = self.config.task_being_stable_after;
         let slot = &mut self.slots[index];
+        let stable_after = slot.policy.task_being_stable_after;
         let since = std::mem::replace(&mut slot.healthy_since, NEVER);
         if since != NEVER {
             // The clock is read only for a run that proved healthy: a crash loop skips it.
@@ -124,7 +135,10 @@ impl EventLoop {
         self.shared
             .registry
             .record_failure(index as u32, Arc::clone(&reason));
-        if self.config.may_restart(slot.attempts) {
+        let policy = &slot.policy;
+        if policy::restart::policy_restarts(policy.restart, Ending::Failed)
+            && policy::restart::attempts_left(policy.max_restart_attempts, slot.attempts)
+        {
             slot.attempts = slot.attempts.saturating_add(1);
             self.set_status(index, TaskStatus::Failed, Some(reason));
             true
@@ -138,17 +152,19 @@ impl EventLoop {
         }
     }
 
-    /// Starts the task in `index` after its back-off: at once when the delay is zero, without
-    /// going through the timer.
+    /// Starts the task in `index` after its back-off for its restart count (the base delay for
+    /// a count of zero or one): at once when the delay is zero, without going through the
+    /// timer.
     pub(super) fn schedule_restart(&mut self, index: usize) {
-        let attempt = self.slots[index].attempts;
+        let slot = &self.slots[index];
+        let policy = &slot.policy;
         let delay = with_jitter(
             exponential_delay(
-                self.config.base_restart_delay,
-                attempt,
-                self.config.max_backoff_exponent,
+                policy.base_restart_delay,
+                slot.attempts,
+                policy.max_backoff_exponent,
             ),
-            self.config.restart_jitter,
+            policy.restart_jitter,
             self.jitter.next_unit(),
         );
         if delay.is_zero() {

@@ -45,19 +45,14 @@ use crate::config::Config;
 use crate::context::RunSettings;
 use crate::deadline::{instant_of, DeadlineQueue, Tick};
 use crate::error::SupervisorError;
-use crate::message::Message;
+use crate::message::{Message, NewTask};
 use crate::policy::backoff::JitterSource;
-use crate::registry::TaskEntry;
 use crate::shared::Shared;
 use crate::status::{StatusChange, TaskStatus};
-use crate::task::TaskTemplate;
 use crate::unwind;
 
 use self::slot::Slot;
 use self::timers::PreciseWait;
-
-/// A task the supervisor was built with: its name, its registry entry and its template.
-pub(crate) type InitialTask = (Arc<str>, TaskEntry, Box<dyn TaskTemplate>);
 
 /// How many more ready events of one kind a wake-up handles before it looks at the others.
 const BATCH: usize = 64;
@@ -104,13 +99,11 @@ impl EventLoop {
         config: Config,
         shared: Arc<Shared>,
         receiver: UnboundedReceiver<Message>,
-        tasks: Vec<InitialTask>,
+        tasks: Vec<NewTask>,
     ) -> Self {
         let settings = Arc::new(RunSettings {
             epoch: Instant::now(),
             heartbeat_interval: config.heartbeat_interval,
-            restart_in_place: config.base_restart_delay.is_zero(),
-            max_restart_attempts: config.max_restart_attempts,
             ending: Arc::clone(&shared.ending),
             events: shared.sender.clone(),
         });
@@ -133,8 +126,8 @@ impl EventLoop {
             ending: None,
             status_sender: None,
         };
-        for (name, entry, task) in tasks {
-            event_loop.push_slot(name, entry, task);
+        for task in tasks {
+            event_loop.push_slot(task);
         }
         event_loop
     }
@@ -205,8 +198,8 @@ impl EventLoop {
 
     fn on_message(&mut self, message: Message) {
         match message {
-            Message::Add { name, entry, task } => {
-                self.push_slot(name, entry, task);
+            Message::Add(task) => {
+                self.push_slot(task);
                 self.start(self.slots.len() - 1);
             }
             Message::Restart { id } => {

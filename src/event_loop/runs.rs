@@ -39,7 +39,13 @@ impl EventLoop {
                 Arc::get_mut(&mut spare)?.reset(id);
                 Some(spare)
             })
-            .unwrap_or_else(|| Arc::new(RunShared::new(id, Arc::clone(&self.settings))));
+            .unwrap_or_else(|| {
+                Arc::new(RunShared::new(
+                    id,
+                    Arc::clone(&self.settings),
+                    Arc::clone(&slot.policy),
+                ))
+            });
         let watched = slot.declares_heartbeats;
         let driver = tokio::spawn(run::drive(DriverStart {
             id,
@@ -90,8 +96,9 @@ impl EventLoop {
             return false;
         };
         run.stopping = true;
-        if cooperative && !self.config.grace_period.is_zero() {
-            let due = Instant::now().checked_add(self.config.grace_period);
+        let grace = self.slots[index].policy.grace_period;
+        if cooperative && !grace.is_zero() {
+            let due = Instant::now().checked_add(grace);
             self.set_timer(index, TimerKind::Grace, due, 1);
         } else {
             self.abort_run(index);

@@ -7,6 +7,7 @@ use tokio::task::AbortHandle;
 use crate::context::RunShared;
 use crate::deadline::{Nanos, Tick};
 use crate::registry::StatusCell;
+use crate::spec::TaskPolicy;
 use crate::status::TaskStatus;
 use crate::task::TaskTemplate;
 
@@ -65,6 +66,8 @@ pub(super) struct Slot {
     pub(super) status_offset: u8,
     /// `None` while a driver holds it.
     pub(super) template: Option<Box<dyn TaskTemplate>>,
+    /// What the task's runs are decided by; shared with every task of the same settings.
+    pub(super) policy: Arc<TaskPolicy>,
     pub(super) declares_heartbeats: bool,
     pub(super) status: TaskStatus,
     /// Restarts since the count was last cleared.

@@ -39,7 +39,7 @@ impl EventLoop {
     /// Watches the run in `index` for silence: it is hung if it does not beat again within the
     /// timeout after `since`.
     pub(super) fn watch(&mut self, index: usize, since: Instant) {
-        let due = since.checked_add(self.config.timeout_threshold);
+        let due = since.checked_add(self.slots[index].policy.timeout_threshold);
         let granularity = self.config.heartbeat_granularity_millis();
         self.set_timer(index, TimerKind::Heartbeat, due, granularity);
     }
@@ -139,7 +139,7 @@ impl EventLoop {
         if let Some(stamp) = run.shared.last_beat() {
             let last_beat = self.settings.instant_of(stamp);
             let moved = last_beat
-                .checked_add(self.config.timeout_threshold)
+                .checked_add(slot.policy.timeout_threshold)
                 .map_or(NEVER, |at| nanos_since(self.settings.epoch, at));
             if moved > due {
                 self.watch(index, last_beat);
@@ -187,7 +187,7 @@ impl EventLoop {
             // report of that is on its way, and watches the new run.
             return;
         }
-        let timeout = self.config.timeout_threshold;
+        let timeout = slot.policy.timeout_threshold;
         // One read of the beat the run's thread keeps writing: both decisions below use it.
         let silent_since = match run.shared.last_beat() {
             Some(stamp) => {

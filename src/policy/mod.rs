@@ -4,3 +4,4 @@
 
 pub(crate) mod backoff;
 pub(crate) mod dead_tasks;
+pub(crate) mod restart;
