@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::BuilderError;
+use crate::policy::window::RestartLimit;
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::supervisor::{InitialTask, Supervisor};
 use crate::task::SupervisedTask;
@@ -28,6 +29,7 @@ use crate::task::SupervisedTask;
 /// | [`with_health_check_interval`](Self::with_health_check_interval) | 1 ms | Tokio's timer resolution: hangs are caught within a millisecond of the timeout |
 /// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |
 /// | [`with_dead_tasks_threshold`](Self::with_dead_tasks_threshold) | none | the supervisor keeps running whatever dies |
+/// | [`with_restart_intensity`](Self::with_restart_intensity) | none | each task's own limits bound its restarts; a supervisor-wide bound is a choice of the service |
 ///
 /// # Examples
 ///
@@ -198,6 +200,40 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn with_dead_tasks_threshold(mut self, threshold: Option<f64>) -> Self {
         self.config.dead_tasks_threshold = threshold;
+        self
+    }
+
+    /// At most `max_restarts` restarts of all tasks together within any `within`: a restart
+    /// that would be one more stops the supervisor instead, every task with it, and
+    /// [`wait`](crate::SupervisorHandle::wait) returns
+    /// [`SupervisorError::RestartIntensityExceeded`](crate::SupervisorError::RestartIntensityExceeded)
+    /// (Erlang/OTP's intensity and period). Off by default, so that a supervisor restarts its
+    /// tasks as long as their own limits allow.
+    ///
+    /// It counts every restart the supervisor decides by itself: after a failure, and after
+    /// `Ok(())` for a [`Permanent`](crate::RestartPolicy::Permanent) task; a group restart
+    /// counts once, for the task that failed. Restarts asked for with
+    /// [`restart`](crate::SupervisorHandle::restart) do not count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use task_supervisor::SupervisorBuilder;
+    ///
+    /// // As OTP's default would be too strict for tasks with back-off: 10 restarts a minute.
+    /// let supervisor = SupervisorBuilder::new()
+    ///     .with_restart_intensity(10, Duration::from_secs(60))
+    ///     .try_build()
+    ///     .expect("valid settings");
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_restart_intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.config.intensity = Some(RestartLimit {
+            max_restarts,
+            within,
+        });
         self
     }
 

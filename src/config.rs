@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::BuilderError;
+use crate::policy::window::RestartLimit;
 use crate::spec::TaskPolicy;
 
 /// Settings of one supervisor: those of the supervisor itself, and the defaults every task
@@ -22,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) dead_tasks_threshold: Option<f64>,
     /// Seed for the jitter, for reproducible delays.
     pub(crate) jitter_seed: Option<u64>,
+    /// At most this many restarts of all tasks together within a window, or the supervisor
+    /// gives up (OTP's intensity and period); `None`: no limit.
+    pub(crate) intensity: Option<RestartLimit>,
 }
 
 impl Default for Config {
@@ -33,6 +37,7 @@ impl Default for Config {
             health_check_interval: Duration::from_millis(1),
             dead_tasks_threshold: None,
             jitter_seed: None,
+            intensity: None,
         }
     }
 }
@@ -51,6 +56,9 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err(BuilderError::ZeroHeartbeatInterval);
         }
+        if self.intensity.is_some_and(|limit| limit.within.is_zero()) {
+            return Err(BuilderError::ZeroRestartWindow);
+        }
         self.task.validate(self.heartbeat_interval)
     }
 
@@ -66,6 +74,7 @@ impl Config {
             .filter(|value| !value.is_nan())
             .map(|value| value.clamp(0.0, 1.0));
         self.task = self.task.sanitized();
+        self.intensity = self.intensity.filter(|limit| !limit.within.is_zero());
         let millisecond = Duration::from_millis(1);
         let shortest_timeout = shortest_timeout
             .max(millisecond)
@@ -87,7 +96,8 @@ impl Config {
     /// Whether the supervisor's own rules let a task's driver restart its runs in place,
     /// without asking the loop first.
     pub(crate) fn allows_restart_in_place(&self) -> bool {
-        true
+        // Every restart must be counted by the loop before it is made.
+        self.intensity.is_none()
     }
 
     /// The policy of a task registered without a spec.

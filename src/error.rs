@@ -69,6 +69,16 @@ pub enum SupervisorError {
         /// The threshold it exceeded, from 0 to 1.
         threshold: f64,
     },
+    /// A restart would have exceeded the restart intensity set with
+    /// [`with_restart_intensity`](crate::SupervisorBuilder::with_restart_intensity): the
+    /// supervisor stopped every task instead (Erlang/OTP's `reached_max_restart_intensity`).
+    #[error("{restarts} restarts within {within:?}: more than the restart intensity allows")]
+    RestartIntensityExceeded {
+        /// The restarts within the window, counting the one that was not made.
+        restarts: u32,
+        /// The window.
+        within: Duration,
+    },
     /// The supervisor's loop ended without finishing its work: the Tokio runtime it ran on
     /// shut down (runs it had started were dropped with that runtime), or the loop panicked,
     /// which would be a bug in this crate.

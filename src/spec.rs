@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::BuilderError;
+use crate::policy::window::RestartLimit;
 use crate::task::{SupervisedTask, TaskTemplate};
 
 /// When a task is started again after a run of it ends by itself (Erlang/OTP's restart types).
@@ -251,13 +252,6 @@ impl fmt::Debug for TaskSpec {
             .field("overrides", &self.overrides)
             .finish_non_exhaustive()
     }
-}
-
-/// At most `max_restarts` restarts within any `within`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RestartLimit {
-    pub(crate) max_restarts: u32,
-    pub(crate) within: Duration,
 }
 
 /// Everything one task's runs are decided by: the supervisor's settings with the task's own

@@ -12,6 +12,7 @@ use crate::message::{RanAgain, RunExit, RunOutcome};
 use crate::policy;
 use crate::policy::backoff::{exponential_delay, with_jitter};
 use crate::policy::restart::Ending;
+use crate::policy::window::{RestartLimit, RestartWindow};
 use crate::status::TaskStatus;
 use crate::unwind;
 
@@ -100,9 +101,17 @@ impl EventLoop {
         self.set_status(index, TaskStatus::Completed, None);
         let slot = &mut self.slots[index];
         slot.healthy_since = NEVER;
-        if policy::restart::policy_restarts(slot.policy.restart, Ending::Completed) {
-            slot.attempts = 0;
-            self.schedule_restart(index);
+        if !policy::restart::policy_restarts(slot.policy.restart, Ending::Completed) {
+            return;
+        }
+        slot.attempts = 0;
+        match self.count_restart(index) {
+            Counted::Yes => self.schedule_restart(index),
+            Counted::OverTaskLimit(limit) => {
+                let reason = format!("restart limit reached: {}", describe(limit));
+                self.die(index, Arc::from(reason));
+            }
+            Counted::OverIntensity => {}
         }
     }
 
@@ -113,8 +122,10 @@ impl EventLoop {
     }
 
     /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`
-    /// (`None`: until now): `Failed` with one more attempt used when its policy restarts it
-    /// and an attempt is left, `Dead` otherwise. Returns whether it will be restarted.
+    /// (`None`: until now): `Failed` with one more attempt used when its policy restarts it, an
+    /// attempt is left and its restart limit allows it, `Dead` otherwise. Returns whether it
+    /// will be restarted: not when the restart would exceed the supervisor's restart intensity
+    /// either (it is left `Failed`, and the supervisor stops).
     pub(super) fn fail(
         &mut self,
         index: usize,
@@ -136,20 +147,74 @@ impl EventLoop {
             .registry
             .record_failure(index as u32, Arc::clone(&reason));
         let policy = &slot.policy;
-        if policy::restart::policy_restarts(policy.restart, Ending::Failed)
-            && policy::restart::attempts_left(policy.max_restart_attempts, slot.attempts)
-        {
-            slot.attempts = slot.attempts.saturating_add(1);
-            self.set_status(index, TaskStatus::Failed, Some(reason));
-            true
+        let restarts = policy::restart::policy_restarts(policy.restart, Ending::Failed)
+            && policy::restart::attempts_left(policy.max_restart_attempts, slot.attempts);
+        let counted = if restarts {
+            self.count_restart(index)
         } else {
-            // Counted as dead of failure (a kill is not); `set_status` uncounts it when it leaves `Dead`.
-            slot.dead_of_failure = true;
-            self.dead_of_failure += 1;
-            self.set_status(index, TaskStatus::Dead, Some(reason));
-            self.check_dead_threshold();
-            false
+            Counted::OverTaskLimit(None)
+        };
+        match counted {
+            Counted::Yes | Counted::OverIntensity => {
+                let slot = &mut self.slots[index];
+                slot.attempts = slot.attempts.saturating_add(1);
+                self.set_status(index, TaskStatus::Failed, Some(reason));
+                counted == Counted::Yes
+            }
+            Counted::OverTaskLimit(_) => {
+                self.die(index, reason);
+                false
+            }
         }
+    }
+
+    /// The task in `index` is dead by the supervisor's rules (out of attempts, over its restart
+    /// limit, or temporary): `Dead`, counted towards the dead tasks threshold.
+    fn die(&mut self, index: usize, reason: Arc<str>) {
+        // Counted as dead of failure (a kill is not); `set_status` uncounts it when it leaves
+        // `Dead`.
+        self.slots[index].dead_of_failure = true;
+        self.dead_of_failure += 1;
+        self.set_status(index, TaskStatus::Dead, Some(reason));
+        self.check_dead_threshold();
+    }
+
+    /// Counts a restart of the task in `index`, which its policy wants, against the task's
+    /// restart limit and then the supervisor's restart intensity (each restart is counted once,
+    /// invariant 11). Over the intensity, the supervisor begins to stop.
+    fn count_restart(&mut self, index: usize) -> Counted {
+        let task_limit = self.slots[index].policy.restart_limit;
+        if task_limit.is_none() && self.intensity.is_none() {
+            return Counted::Yes; // Nothing to count against: no clock read.
+        }
+        let now = nanos_since(self.settings.epoch, Instant::now());
+        if let Some(limit) = task_limit {
+            let window = self
+                .windows
+                .entry(index as u32)
+                .or_insert_with(|| RestartWindow::new(limit));
+            if !window.admit(now) {
+                return Counted::OverTaskLimit(Some(limit));
+            }
+        }
+        let Some(intensity) = self.intensity.as_mut() else {
+            return Counted::Yes;
+        };
+        if intensity.admit(now) {
+            return Counted::Yes;
+        }
+        let limit = intensity.limit();
+        tracing::error!(
+            task = %self.slots[index].name,
+            max_restarts = limit.max_restarts,
+            within = ?limit.within,
+            "restart intensity exceeded; the supervisor stops"
+        );
+        self.give_up(SupervisorError::RestartIntensityExceeded {
+            restarts: limit.max_restarts.saturating_add(1),
+            within: limit.within,
+        });
+        Counted::OverIntensity
     }
 
     /// Starts the task in `index` after its back-off for its restart count (the base delay for
@@ -190,10 +255,39 @@ impl EventLoop {
             threshold,
             "too many dead tasks; the supervisor stops"
         );
-        let _ = self.shared.registry.close(|| Ok(()));
-        self.begin_ending(Err(SupervisorError::TooManyDeadTasks {
+        self.give_up(SupervisorError::TooManyDeadTasks {
             current_percentage: share,
             threshold,
-        }));
+        });
+    }
+
+    /// The supervisor stops by its own rules, with `error`: it takes no more commands, and every
+    /// run is stopped.
+    fn give_up(&mut self, error: SupervisorError) {
+        let _ = self.shared.registry.close(|| Ok(()));
+        self.begin_ending(Err(error));
+    }
+}
+
+/// Whether a restart the policy wants was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// Counted: make it.
+    Yes,
+    /// One too many for the task's own limit (`None`: no restart was wanted at all): the task
+    /// is dead.
+    OverTaskLimit(Option<RestartLimit>),
+    /// One too many for the supervisor's intensity: the supervisor stops.
+    OverIntensity,
+}
+
+/// `limit` as the reason of a death says it.
+fn describe(limit: Option<RestartLimit>) -> String {
+    match limit {
+        Some(limit) => format!(
+            "more than {} restarts within {:?}",
+            limit.max_restarts, limit.within
+        ),
+        None => "no restart allowed".to_owned(),
     }
 }

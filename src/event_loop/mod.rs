@@ -33,6 +33,7 @@ mod runs;
 mod slot;
 mod timers;
 
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ use crate::deadline::{instant_of, DeadlineQueue, Tick};
 use crate::error::SupervisorError;
 use crate::message::{Message, NewTask};
 use crate::policy::backoff::JitterSource;
+use crate::policy::window::RestartWindow;
 use crate::shared::Shared;
 use crate::status::{StatusChange, TaskStatus};
 use crate::unwind;
@@ -77,8 +79,12 @@ pub(crate) struct EventLoop {
     precise_slots: Vec<u32>,
     precise: Option<PreciseWait>,
     jitter: JitterSource,
-    /// Slots that are `Dead` because their attempts ran out.
+    /// Slots that are `Dead` by the supervisor's rules (not killed).
     dead_of_failure: usize,
+    /// The restarts each task with a restart limit made within its window, by slot.
+    windows: HashMap<u32, RestartWindow>,
+    /// The restarts of every task within the supervisor's intensity window, if it has one.
+    intensity: Option<RestartWindow>,
     /// Set once the supervisor is ending, with how it ends.
     ending: Option<Result<(), SupervisorError>>,
     status_sender: Option<broadcast::Sender<StatusChange>>,
@@ -110,6 +116,7 @@ impl EventLoop {
         let jitter = config
             .jitter_seed
             .map_or_else(JitterSource::from_entropy, JitterSource::new);
+        let intensity = config.intensity.map(RestartWindow::new);
         let mut event_loop = Self {
             config,
             shared,
@@ -123,6 +130,8 @@ impl EventLoop {
             precise: None,
             jitter,
             dead_of_failure: 0,
+            windows: HashMap::new(),
+            intensity,
             ending: None,
             status_sender: None,
         };

@@ -5,3 +5,4 @@
 pub(crate) mod backoff;
 pub(crate) mod dead_tasks;
 pub(crate) mod restart;
+pub(crate) mod window;
