@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::BuilderError;
+use crate::policy::auto_shutdown::AutoShutdown;
 use crate::policy::window::RestartLimit;
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::supervisor::{InitialTask, Supervisor};
@@ -29,6 +30,7 @@ use crate::task::SupervisedTask;
 /// | [`with_health_check_interval`](Self::with_health_check_interval) | 1 ms | Tokio's timer resolution: hangs are caught within a millisecond of the timeout |
 /// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |
 /// | [`with_dead_tasks_threshold`](Self::with_dead_tasks_threshold) | none | the supervisor keeps running whatever dies |
+/// | [`with_auto_shutdown`](Self::with_auto_shutdown) | never | a supervisor lives until it is told to stop, as OTP's does |
 /// | [`with_restart_intensity`](Self::with_restart_intensity) | none | each task's own limits bound its restarts; a supervisor-wide bound is a choice of the service |
 ///
 /// # Examples
@@ -234,6 +236,45 @@ impl SupervisorBuilder {
             max_restarts,
             within,
         });
+        self
+    }
+
+    /// Whether the supervisor stops by itself once its significant tasks (see
+    /// [`TaskSpec::significant`](crate::TaskSpec::significant)) have ended for good:
+    /// [`AutoShutdown::Never`] (the default: it lives until told to stop),
+    /// [`AnySignificant`](AutoShutdown::AnySignificant) or
+    /// [`AllSignificant`](AutoShutdown::AllSignificant). The rule is on [`AutoShutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{AutoShutdown, SupervisedTask, SupervisorBuilder, TaskResult, TaskSpec};
+    ///
+    /// #[derive(Clone)]
+    /// struct Import;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Import {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         Ok(()) // imports everything, then is done
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle = SupervisorBuilder::new()
+    ///     .with_auto_shutdown(AutoShutdown::AllSignificant)
+    ///     .with_task_spec("import", TaskSpec::new(Import).significant())
+    ///     .build()
+    ///     .run();
+    /// // The import completes, so the supervisor stops by itself.
+    /// assert_eq!(handle.wait().await, Ok(()));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_auto_shutdown(mut self, setting: AutoShutdown) -> Self {
+        self.config.auto_shutdown = setting;
         self
     }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::BuilderError;
+use crate::policy::auto_shutdown::AutoShutdown;
 use crate::policy::window::RestartLimit;
 use crate::spec::TaskPolicy;
 
@@ -26,6 +27,8 @@ pub(crate) struct Config {
     /// At most this many restarts of all tasks together within a window, or the supervisor
     /// gives up (OTP's intensity and period); `None`: no limit.
     pub(crate) intensity: Option<RestartLimit>,
+    /// Whether the end of significant tasks stops the supervisor.
+    pub(crate) auto_shutdown: AutoShutdown,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             dead_tasks_threshold: None,
             jitter_seed: None,
             intensity: None,
+            auto_shutdown: AutoShutdown::Never,
         }
     }
 }

@@ -79,6 +79,15 @@ pub enum SupervisorError {
         /// The window.
         within: Duration,
     },
+    /// A significant task died, and the supervisor stopped by its
+    /// [`AutoShutdown`](crate::AutoShutdown) setting: the work it was for did not get done.
+    #[error("significant task `{task}` died ({reason}), so the supervisor stopped")]
+    SignificantTaskDied {
+        /// The task's name.
+        task: String,
+        /// Why it died: its last failure, or the limit it reached.
+        reason: String,
+    },
     /// The supervisor's loop ended without finishing its work: the Tokio runtime it ran on
     /// shut down (runs it had started were dropped with that runtime), or the loop panicked,
     /// which would be a bug in this crate.

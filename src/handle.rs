@@ -428,12 +428,21 @@ impl SupervisorHandle {
     /// Waits until the supervisor has stopped and every run it started has ended, and says
     /// why it stopped.
     ///
-    /// The supervisor stops only when it is told to: when [`shutdown`](Self::shutdown) is
-    /// called, when the last handle is dropped, or when the share of dead tasks exceeds the
-    /// dead tasks threshold. It does **not** stop because every task has completed or died:
-    /// it keeps answering and keeps taking tasks, and `wait` keeps waiting, as in the released
-    /// 0.3 crate and in Erlang/OTP. Any number of clones may wait at once, and waiting again
-    /// after it returned returns the same answer at once.
+    /// The supervisor stops only when it is told to, and the answer says which:
+    ///
+    /// | it stopped because | `wait` returns |
+    /// | --- | --- |
+    /// | [`shutdown`](Self::shutdown) was called, or the last handle was dropped | `Ok(())` |
+    /// | its significant tasks ended, by its [`AutoShutdown`](crate::AutoShutdown) setting, having completed | `Ok(())` |
+    /// | the same, but one of them died | [`SupervisorError::SignificantTaskDied`] |
+    /// | more than the dead tasks threshold of its tasks died | [`SupervisorError::TooManyDeadTasks`] |
+    /// | a restart would have exceeded its restart intensity | [`SupervisorError::RestartIntensityExceeded`] |
+    /// | its Tokio runtime shut down first | [`SupervisorError::LoopEnded`] |
+    ///
+    /// It does **not** stop because every task has completed or died (unless its
+    /// auto-shutdown setting says so): it keeps answering and keeps taking tasks, and `wait`
+    /// keeps waiting, as in the released 0.3 crate and in Erlang/OTP. Any number of clones
+    /// may wait at once, and waiting again after it returned returns the same answer at once.
     ///
     /// # Examples
     ///
@@ -468,8 +477,8 @@ impl SupervisorHandle {
     ///
     /// # Errors
     ///
-    /// [`SupervisorError::TooManyDeadTasks`] when the dead tasks threshold was reached;
-    /// [`SupervisorError::LoopEnded`] when the runtime running the supervisor shut down first.
+    /// The supervisor's [`SupervisorError`] when it stopped by its own rules, as the table above
+    /// says.
     ///
     /// # Cancel safety
     ///

@@ -33,6 +33,9 @@ impl EventLoop {
                 unwind::dispose(payload);
                 false
             });
+        if policy.significant {
+            self.significant.push(self.slots.len() as u32);
+        }
         self.slots.push(Slot {
             name,
             status_cell,

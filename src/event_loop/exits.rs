@@ -10,6 +10,7 @@ use crate::deadline::nanos_since;
 use crate::error::SupervisorError;
 use crate::message::{RanAgain, RunExit, RunOutcome};
 use crate::policy;
+use crate::policy::auto_shutdown::AutoShutdown;
 use crate::policy::backoff::{exponential_delay, with_jitter};
 use crate::policy::restart::Ending;
 use crate::policy::window::{RestartLimit, RestartWindow};
@@ -102,6 +103,7 @@ impl EventLoop {
         let slot = &mut self.slots[index];
         slot.healthy_since = NEVER;
         if !policy::restart::policy_restarts(slot.policy.restart, Ending::Completed) {
+            self.ended_for_good(index, None);
             return;
         }
         slot.attempts = 0;
@@ -175,8 +177,63 @@ impl EventLoop {
         // `Dead`.
         self.slots[index].dead_of_failure = true;
         self.dead_of_failure += 1;
-        self.set_status(index, TaskStatus::Dead, Some(reason));
+        self.set_status(index, TaskStatus::Dead, Some(Arc::clone(&reason)));
         self.check_dead_threshold();
+        self.ended_for_good(index, Some(reason));
+    }
+
+    /// The task in `index` ended for good by itself: it completed and will not be restarted
+    /// (`died` is `None`), or it died of `died`. If it is significant, the supervisor may stop
+    /// by its auto-shutdown setting.
+    fn ended_for_good(&mut self, index: usize, died: Option<Arc<str>>) {
+        let setting = self.config.auto_shutdown;
+        if !self.slots[index].policy.significant
+            || setting == AutoShutdown::Never
+            || self.ending.is_some()
+        {
+            return;
+        }
+        if let Some(reason) = &died {
+            self.significant_deaths
+                .insert(index as u32, Arc::clone(reason));
+        }
+        let others_active = self
+            .significant
+            .iter()
+            .filter(|&&other| other as usize != index && self.is_active(other as usize))
+            .count();
+        if !policy::auto_shutdown::stops(setting, others_active) {
+            return;
+        }
+        // Any significant task: this one's end says how it went. All of them: a death among
+        // them says the work was not done (the first of them, in start order).
+        let death = match setting {
+            AutoShutdown::AllSignificant => self.significant.iter().find_map(|&other| {
+                let reason = self.significant_deaths.get(&other)?;
+                Some((other as usize, Arc::clone(reason)))
+            }),
+            _ => died.map(|reason| (index, reason)),
+        };
+        let result = match death {
+            None => Ok(()),
+            Some((task, reason)) => Err(SupervisorError::SignificantTaskDied {
+                task: self.slots[task].name.to_string(),
+                reason: reason.to_string(),
+            }),
+        };
+        tracing::info!(
+            task = %self.slots[index].name,
+            ?setting,
+            "a significant task ended; the supervisor stops"
+        );
+        let _ = self.shared.registry.close(|| Ok(()));
+        self.begin_ending(result);
+    }
+
+    /// Whether the task in `index` is running, or will be started again by the supervisor.
+    fn is_active(&self, index: usize) -> bool {
+        let slot = &self.slots[index];
+        slot.run.is_some() || slot.timer.due != NEVER || !slot.status.is_final()
     }
 
     /// Counts a restart of the task in `index`, which its policy wants, against the task's

@@ -81,6 +81,10 @@ pub(crate) struct EventLoop {
     jitter: JitterSource,
     /// Slots that are `Dead` by the supervisor's rules (not killed).
     dead_of_failure: usize,
+    /// The significant tasks, in start order.
+    significant: Vec<u32>,
+    /// Why each significant task that is dead died, by slot.
+    significant_deaths: HashMap<u32, Arc<str>>,
     /// The restarts each task with a restart limit made within its window, by slot.
     windows: HashMap<u32, RestartWindow>,
     /// The restarts of every task within the supervisor's intensity window, if it has one.
@@ -130,6 +134,8 @@ impl EventLoop {
             precise: None,
             jitter,
             dead_of_failure: 0,
+            significant: Vec::new(),
+            significant_deaths: HashMap::new(),
             windows: HashMap::new(),
             intensity,
             ending: None,

@@ -72,6 +72,10 @@ impl EventLoop {
         slot.timer.due = NEVER;
         slot.healthy_since = NEVER;
         let watched = slot.declares_heartbeats;
+        if slot.policy.significant {
+            // Running again: no longer dead.
+            self.significant_deaths.remove(&(index as u32));
+        }
         self.set_status(index, TaskStatus::Starting, None);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.
