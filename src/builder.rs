@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::BuilderError;
 use crate::policy::auto_shutdown::AutoShutdown;
+use crate::policy::strategy::Strategy;
 use crate::policy::window::RestartLimit;
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::supervisor::{InitialTask, Supervisor};
@@ -30,6 +31,7 @@ use crate::task::SupervisedTask;
 /// | [`with_health_check_interval`](Self::with_health_check_interval) | 1 ms | Tokio's timer resolution: hangs are caught within a millisecond of the timeout |
 /// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |
 /// | [`with_dead_tasks_threshold`](Self::with_dead_tasks_threshold) | none | the supervisor keeps running whatever dies |
+/// | [`with_strategy`](Self::with_strategy) | one for one | a failure should not disturb tasks that do not depend on it |
 /// | [`with_auto_shutdown`](Self::with_auto_shutdown) | never | a supervisor lives until it is told to stop, as OTP's does |
 /// | [`with_restart_intensity`](Self::with_restart_intensity) | none | each task's own limits bound its restarts; a supervisor-wide bound is a choice of the service |
 ///
@@ -236,6 +238,49 @@ impl SupervisorBuilder {
             max_restarts,
             within,
         });
+        self
+    }
+
+    /// Which tasks are restarted when one fails: [`Strategy::OneForOne`] (the default),
+    /// [`OneForAll`](Strategy::OneForAll) or [`RestForOne`](Strategy::RestForOne). The rules of
+    /// a group restart are on [`Strategy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use task_supervisor::{Strategy, SupervisedTask, SupervisorBuilder, TaskResult};
+    ///
+    /// #[derive(Clone)]
+    /// struct Listener;
+    /// #[derive(Clone)]
+    /// struct Worker;
+    ///
+    /// #[async_trait]
+    /// impl SupervisedTask for Listener {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         std::future::pending().await
+    ///     }
+    /// }
+    /// #[async_trait]
+    /// impl SupervisedTask for Worker {
+    ///     async fn run(&mut self) -> TaskResult {
+    ///         std::future::pending().await
+    ///     }
+    /// }
+    ///
+    /// // The workers use the listener's socket: if it fails, they start over with it.
+    /// let supervisor = SupervisorBuilder::new()
+    ///     .with_strategy(Strategy::RestForOne)
+    ///     .with_task("listener", Listener)
+    ///     .with_task("worker-1", Worker)
+    ///     .with_task("worker-2", Worker)
+    ///     .build();
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.config.strategy = strategy;
         self
     }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::BuilderError;
 use crate::policy::auto_shutdown::AutoShutdown;
+use crate::policy::strategy::Strategy;
 use crate::policy::window::RestartLimit;
 use crate::spec::TaskPolicy;
 
@@ -29,6 +30,8 @@ pub(crate) struct Config {
     pub(crate) intensity: Option<RestartLimit>,
     /// Whether the end of significant tasks stops the supervisor.
     pub(crate) auto_shutdown: AutoShutdown,
+    /// Which tasks a failure restarts.
+    pub(crate) strategy: Strategy,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             jitter_seed: None,
             intensity: None,
             auto_shutdown: AutoShutdown::Never,
+            strategy: Strategy::OneForOne,
         }
     }
 }
@@ -100,8 +104,9 @@ impl Config {
     /// Whether the supervisor's own rules let a task's driver restart its runs in place,
     /// without asking the loop first.
     pub(crate) fn allows_restart_in_place(&self) -> bool {
-        // Every restart must be counted by the loop before it is made.
-        self.intensity.is_none()
+        // Every restart must be counted by the loop before it is made, and a group restart
+        // must be decided by the loop, which sees every task.
+        self.intensity.is_none() && self.strategy == Strategy::OneForOne
     }
 
     /// The policy of a task registered without a spec.

@@ -56,6 +56,7 @@ impl EventLoop {
             timer_kind: TimerKind::BackOff,
             healthy_since: NEVER,
             dead_of_failure: false,
+            in_group: false,
         });
     }
 
@@ -63,10 +64,14 @@ impl EventLoop {
         if self.ending.is_some() {
             return;
         }
+        let waited_for = self.leave_group(index);
         let slot = &mut self.slots[index];
         if slot.run.is_some() {
             slot.after_exit = AfterExit::Start;
             self.stop_run(index, None);
+            if waited_for {
+                self.start_group_when_ready();
+            }
         } else {
             slot.timer.due = NEVER;
             slot.attempts = 0;
@@ -78,6 +83,7 @@ impl EventLoop {
         if self.ending.is_some() {
             return;
         }
+        let waited_for = self.leave_group(index);
         self.set_status(index, TaskStatus::Dead, Some(Arc::from("killed")));
         let slot = &mut self.slots[index];
         if slot.run.is_some() {
@@ -87,6 +93,9 @@ impl EventLoop {
         } else {
             slot.timer.due = NEVER; // A pending back-off does nothing (invariant 4).
         }
+        if waited_for {
+            self.start_group_when_ready();
+        }
     }
 
     /// Ends the supervisor with `result`: no run starts any more and every live run is stopped.
@@ -95,6 +104,7 @@ impl EventLoop {
             return;
         }
         self.ending = Some(result);
+        self.group = None;
         self.shared
             .ending
             .store(true, std::sync::atomic::Ordering::Release);

@@ -1,6 +1,7 @@
 //! What a run's end leads to: its outcome, the task's restart policy, the dead tasks threshold.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -52,6 +53,7 @@ impl EventLoop {
                 self.start(index);
             }
             AfterExit::BackOff => self.schedule_restart(index),
+            AfterExit::Group => self.group_member_stopped(),
             AfterExit::Nothing => {}
             AfterExit::Decide => match outcome {
                 RunOutcome::Completed => self.complete(index),
@@ -108,7 +110,7 @@ impl EventLoop {
         }
         slot.attempts = 0;
         match self.count_restart(index) {
-            Counted::Yes => self.schedule_restart(index),
+            Counted::Yes => self.restart_later(index),
             Counted::OverTaskLimit(limit) => {
                 let reason = format!("restart limit reached: {}", describe(limit));
                 self.die(index, Arc::from(reason));
@@ -119,7 +121,7 @@ impl EventLoop {
 
     pub(super) fn fail_and_restart(&mut self, index: usize, reason: Arc<str>) {
         if self.fail(index, reason, None) {
-            self.schedule_restart(index);
+            self.restart_later(index);
         }
     }
 
@@ -233,7 +235,7 @@ impl EventLoop {
     /// Whether the task in `index` is running, or will be started again by the supervisor.
     fn is_active(&self, index: usize) -> bool {
         let slot = &self.slots[index];
-        slot.run.is_some() || slot.timer.due != NEVER || !slot.status.is_final()
+        slot.run.is_some() || slot.timer.due != NEVER || slot.in_group || !slot.status.is_final()
     }
 
     /// Counts a restart of the task in `index`, which its policy wants, against the task's
@@ -278,9 +280,21 @@ impl EventLoop {
     /// a count of zero or one): at once when the delay is zero, without going through the
     /// timer.
     pub(super) fn schedule_restart(&mut self, index: usize) {
+        let delay = self.backoff(index);
+        if delay.is_zero() {
+            self.start(index);
+        } else {
+            let due = Instant::now().checked_add(delay);
+            self.set_timer(index, TimerKind::BackOff, due, 1);
+        }
+    }
+
+    /// The back-off before the next run of the task in `index`, for its restart count, with
+    /// jitter drawn.
+    pub(super) fn backoff(&mut self, index: usize) -> Duration {
         let slot = &self.slots[index];
         let policy = &slot.policy;
-        let delay = with_jitter(
+        with_jitter(
             exponential_delay(
                 policy.base_restart_delay,
                 slot.attempts,
@@ -288,13 +302,7 @@ impl EventLoop {
             ),
             policy.restart_jitter,
             self.jitter.next_unit(),
-        );
-        if delay.is_zero() {
-            self.start(index);
-        } else {
-            let due = Instant::now().checked_add(delay);
-            self.set_timer(index, TimerKind::BackOff, due, 1);
-        }
+        )
     }
 
     pub(super) fn check_dead_threshold(&mut self) {

@@ -29,6 +29,7 @@
 
 mod commands;
 mod exits;
+mod group;
 mod runs;
 mod slot;
 mod timers;
@@ -53,8 +54,9 @@ use crate::shared::Shared;
 use crate::status::{StatusChange, TaskStatus};
 use crate::unwind;
 
-use self::slot::Slot;
-use self::timers::PreciseWait;
+use self::group::Group;
+use self::slot::{Slot, Timer};
+use self::timers::{LoopTimer, PreciseWait, LOOP_TIMERS};
 
 /// How many more ready events of one kind a wake-up handles before it looks at the others.
 const BATCH: usize = 64;
@@ -89,6 +91,10 @@ pub(crate) struct EventLoop {
     windows: HashMap<u32, RestartWindow>,
     /// The restarts of every task within the supervisor's intensity window, if it has one.
     intensity: Option<RestartWindow>,
+    /// The pending group restart, under a group strategy.
+    group: Option<Group>,
+    /// The loop's own deadlines (see [`LoopTimer`]).
+    loop_timers: [Timer; LOOP_TIMERS],
     /// Set once the supervisor is ending, with how it ends.
     ending: Option<Result<(), SupervisorError>>,
     status_sender: Option<broadcast::Sender<StatusChange>>,
@@ -138,6 +144,11 @@ impl EventLoop {
             significant_deaths: HashMap::new(),
             windows: HashMap::new(),
             intensity,
+            group: None,
+            loop_timers: std::array::from_fn(|_| Timer {
+                due: NEVER,
+                queued: NEVER,
+            }),
             ending: None,
             status_sender: None,
         };

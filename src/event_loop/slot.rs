@@ -20,6 +20,8 @@ pub(super) enum AfterExit {
     BackOff,
     /// A manual restart: start a fresh run at once.
     Start,
+    /// Stopped for a group restart (or failed and part of one): the group decides.
+    Group,
     /// Killed, shut down, or hung with no attempts left: start nothing.
     Nothing,
 }
@@ -82,6 +84,8 @@ pub(super) struct Slot {
     pub(super) timer_kind: TimerKind,
     /// Since when the live run has been healthy, in nanoseconds since the epoch, or `NEVER`.
     pub(super) healthy_since: Nanos,
-    /// Dead because its attempts ran out (a kill does not count).
+    /// Dead by the supervisor's rules (a kill does not count).
     pub(super) dead_of_failure: bool,
+    /// Part of the pending group restart: started with the group, not on its own.
+    pub(super) in_group: bool,
 }

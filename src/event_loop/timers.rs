@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::slot::{AfterExit, TimerKind};
+use super::slot::{AfterExit, Timer, TimerKind};
 use super::{EventLoop, NEVER};
-use crate::deadline::{nanos_since, round_up, tick_of, Nanos, Tick};
+use crate::deadline::{nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
 
 /// How close to its deadline a silent run must be for the loop to finish the wait off Tokio's
 /// millisecond timer (see [`EventLoop::approach`]).
@@ -32,6 +32,41 @@ impl PreciseWait {
             done,
             _cancel: cancel,
         }
+    }
+}
+
+/// The loop's own deadlines, queued beside the slots' under ids no slot can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoopTimer {
+    /// The pending group restart's back-off ends.
+    Group = 0,
+}
+
+/// How many loop timers there are.
+pub(super) const LOOP_TIMERS: usize = 1;
+
+impl LoopTimer {
+    /// The queue id of this timer: counted down from `u32::MAX`.
+    fn id(self) -> u32 {
+        u32::MAX - self as u32
+    }
+
+    /// The loop timer a queue id stands for, if it is one.
+    fn of(id: u32) -> Option<Self> {
+        match u32::MAX - id {
+            0 => Some(Self::Group),
+            _ => None,
+        }
+    }
+}
+
+/// Makes sure `deadlines` wakes `timer` (queued under `id`) at `tick` or earlier.
+fn queue(deadlines: &mut DeadlineQueue, timer: &mut Timer, id: u32, tick: Tick) {
+    if timer.due != NEVER && tick < timer.queued {
+        // Earlier than the entry already queued (or none is): queue one more. A later
+        // deadline needs nothing: the queued entry re-queues it when it fires.
+        deadlines.push(tick, id);
+        timer.queued = tick;
     }
 }
 
@@ -74,12 +109,40 @@ impl EventLoop {
 
     /// Makes sure the queue wakes the slot in `index` at `tick` or earlier.
     pub(super) fn queue(&mut self, index: usize, tick: Tick) {
-        let timer = &mut self.slots[index].timer;
-        if timer.due != NEVER && tick < timer.queued {
-            // Earlier than the entry already queued (or none is): queue one more. A later
-            // deadline needs nothing: the queued entry re-queues it when it fires.
-            self.deadlines.push(tick, index as u32);
-            timer.queued = tick;
+        queue(
+            &mut self.deadlines,
+            &mut self.slots[index].timer,
+            index as u32,
+            tick,
+        );
+    }
+
+    /// Makes `at` (`None`: never) the loop's own deadline `which`.
+    pub(super) fn set_loop_timer(&mut self, which: LoopTimer, at: Option<Instant>) {
+        let timer = &mut self.loop_timers[which as usize];
+        timer.due = at.map_or(NEVER, |at| nanos_since(self.settings.epoch, at));
+        let tick = tick_of(timer.due);
+        queue(&mut self.deadlines, timer, which.id(), tick);
+    }
+
+    /// A loop timer's entry popped at `tick`: fires it if it is due, queues it again if not.
+    fn on_loop_timer(&mut self, which: LoopTimer, tick: Tick, now: Nanos) {
+        let timer = &mut self.loop_timers[which as usize];
+        if timer.queued != tick {
+            return; // Superseded by an earlier entry.
+        }
+        timer.queued = NEVER;
+        if timer.due == NEVER {
+            return;
+        }
+        if timer.due > now {
+            let later = tick_of(timer.due).max(tick_of(now) + 1);
+            queue(&mut self.deadlines, timer, which.id(), later);
+            return;
+        }
+        timer.due = NEVER;
+        match which {
+            LoopTimer::Group => self.start_group_when_ready(),
         }
     }
 
@@ -90,6 +153,10 @@ impl EventLoop {
         let mut due = std::mem::take(&mut self.due);
         self.deadlines.pop_due(now_tick, &mut due);
         for (tick, slot) in due.drain(..) {
+            if let Some(which) = LoopTimer::of(slot) {
+                self.on_loop_timer(which, tick, now_nanos);
+                continue;
+            }
             let index = slot as usize;
             let slot = &mut self.slots[index];
             let (timer, kind) = (&mut slot.timer, slot.timer_kind);
@@ -209,11 +276,9 @@ impl EventLoop {
         }
         let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
         // The silence was not healthy time: it must not earn the task its attempts back.
-        let restart = self.fail(index, reason, Some(silent_since));
-        self.slots[index].after_exit = if restart {
-            AfterExit::BackOff
-        } else {
-            AfterExit::Nothing
-        };
+        self.slots[index].after_exit = AfterExit::Nothing;
+        if self.fail(index, reason, Some(silent_since)) {
+            self.restart_later(index);
+        }
     }
 }

@@ -1,0 +1,486 @@
+//! Restart strategies: one-for-all and rest-for-one group restarts, and the at-most-one rule
+//! across a group (invariant 9).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{advance, settle, Changes, Scripted, Step};
+use task_supervisor::{
+    bail, RestartPolicy, Strategy, SupervisedTask, SupervisorBuilder, SupervisorError,
+    SupervisorHandle, TaskContext, TaskResult, TaskSpec, TaskStatus,
+};
+use TaskStatus::*;
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// What happened to which task, in the order it happened, shared by the tasks of one test.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn position(&self, entry: &str) -> usize {
+        self.entries()
+            .iter()
+            .position(|seen| seen == entry)
+            .unwrap_or_else(|| panic!("{entry} never happened: {:?}", self.entries()))
+    }
+
+    fn count(&self, entry: &str) -> usize {
+        self.entries().iter().filter(|seen| *seen == entry).count()
+    }
+}
+
+/// How each run of a [`Logged`] task goes.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    /// Runs until stopped; asks for its token and returns `stop_in` after it is cancelled.
+    Serve { stop_in: Duration },
+    /// Fails `after` its start, on its first run only; then serves as above.
+    FailOnceAfter { after: Duration },
+    /// Fails at once, every run.
+    AlwaysFail,
+    /// Returns `Ok(())` at once.
+    Complete,
+}
+
+/// Logs `<name> started` when a run starts and `<name> ended` when its state is dropped.
+#[derive(Clone)]
+struct Logged {
+    name: &'static str,
+    plan: Plan,
+    log: Log,
+    runs: Arc<Mutex<u32>>,
+}
+
+struct Ended(&'static str, Log);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.1.push(format!("{} ended", self.0));
+    }
+}
+
+impl Logged {
+    fn new(name: &'static str, plan: Plan, log: &Log) -> Self {
+        Self {
+            name,
+            plan,
+            log: log.clone(),
+            runs: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SupervisedTask for Logged {
+    async fn run(&mut self) -> TaskResult {
+        let run = {
+            let mut runs = self.runs.lock().unwrap();
+            *runs += 1;
+            *runs
+        };
+        self.log.push(format!("{} started", self.name));
+        let _ended = Ended(self.name, self.log.clone());
+        let serve = |stop_in: Duration| async move {
+            let token = TaskContext::current()
+                .expect("in a run")
+                .cancellation_token();
+            token.cancelled().await;
+            tokio::time::sleep(stop_in).await;
+            Ok(())
+        };
+        match self.plan {
+            Plan::Serve { stop_in } => serve(stop_in).await,
+            Plan::FailOnceAfter { after } if run == 1 => {
+                tokio::time::sleep(after).await;
+                bail!("{} failed", self.name)
+            }
+            Plan::FailOnceAfter { .. } => serve(Duration::ZERO).await,
+            Plan::AlwaysFail => bail!("{} failed", self.name),
+            Plan::Complete => Ok(()),
+        }
+    }
+}
+
+fn builder(strategy: Strategy) -> SupervisorBuilder {
+    SupervisorBuilder::new()
+        .with_strategy(strategy)
+        .with_restart_jitter(0.0)
+        .with_base_restart_delay(MS * 100)
+        .with_grace_period(SECOND)
+}
+
+fn serve(name: &'static str, log: &Log) -> Logged {
+    Logged::new(name, Plan::Serve { stop_in: MS * 10 }, log)
+}
+
+/// Checks invariant 9 in the log: every second start of a member comes after every member's
+/// first run ended.
+fn assert_group_restarted_after_every_run_ended(log: &Log, members: &[&str]) {
+    let entries = log.entries();
+    let first_restart = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.ends_with(" started"))
+        .filter(|(at, entry)| entries[..*at].contains(entry))
+        .map(|(at, _)| at)
+        .min()
+        .expect("a member restarted");
+    for member in members {
+        let ended = log.position(&format!("{member} ended"));
+        assert!(
+            ended < first_restart,
+            "{member} ended after a member restarted: {entries:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_for_all_restarts_every_task_after_every_run_ended() {
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_task("a", serve("a", &log))
+        .with_task(
+            "b",
+            Logged::new("b", Plan::FailOnceAfter { after: MS * 50 }, &log),
+        )
+        .with_task("c", serve("c", &log))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    let start = tokio::time::Instant::now();
+    for task in ["a", "b", "c"] {
+        changes.until(task, Starting).await; // the first runs
+    }
+
+    let (failed_at, _) = changes.until("b", Failed).await;
+    let (a_again, _) = changes.until("a", Starting).await;
+    let (b_again, _) = changes.until("b", Starting).await;
+    let (c_again, _) = changes.until("c", Starting).await;
+
+    assert_eq!(failed_at - start, MS * 50);
+    // a and c stop within 10 ms; the back-off of b (100 ms) is longer: it decides.
+    assert_eq!(a_again - failed_at, MS * 100);
+    assert_eq!(
+        (b_again, c_again),
+        (a_again, a_again),
+        "the group starts together"
+    );
+    assert_group_restarted_after_every_run_ended(&log, &["a", "b", "c"]);
+    let restarts: Vec<String> = log.entries()[log.entries().len() - 3..].to_vec();
+    assert_eq!(
+        restarts,
+        ["a started", "b started", "c started"],
+        "in start order"
+    );
+    // a and c did not fail: their status was Healthy until they started again.
+    assert!(!changes.sequence("a").contains(&Failed));
+    changes.assert_valid_edges();
+}
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_restarts_the_failed_task_and_the_later_ones() {
+    let log = Log::default();
+    let handle = builder(Strategy::RestForOne)
+        .with_task("a", serve("a", &log))
+        .with_task(
+            "b",
+            Logged::new("b", Plan::FailOnceAfter { after: MS * 50 }, &log),
+        )
+        .with_task("c", serve("c", &log))
+        .with_task("d", serve("d", &log))
+        .build()
+        .run();
+
+    advance(SECOND).await;
+
+    assert_eq!(log.count("a started"), 1, "started before b: untouched");
+    for member in ["b", "c", "d"] {
+        assert_eq!(log.count(&format!("{member} started")), 2, "{member}");
+    }
+    assert_group_restarted_after_every_run_ended(&log, &["b", "c", "d"]);
+    assert_eq!(handle.get_task_status("a").await, Ok(Some(Healthy)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_waits_for_its_slowest_member_to_stop() {
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_task(
+            "slow",
+            Logged::new("slow", Plan::Serve { stop_in: MS * 700 }, &log),
+        )
+        .with_task(
+            "b",
+            Logged::new("b", Plan::FailOnceAfter { after: MS * 50 }, &log),
+        )
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    changes.until("b", Starting).await; // its first run
+
+    let (failed_at, _) = changes.until("b", Failed).await;
+    let (b_again, _) = changes.until("b", Starting).await;
+
+    // The back-off ends after 100 ms, but "slow" needs 700 ms to stop.
+    assert_eq!(b_again - failed_at, MS * 700);
+    assert_group_restarted_after_every_run_ended(&log, &["slow", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn temporary_killed_and_dead_tasks_are_left_as_they_are() {
+    let log = Log::default();
+    let temporary = Scripted::always(Step::Pend);
+    let handle = builder(Strategy::OneForAll)
+        .with_max_restart_attempts(1)
+        .with_task_spec(
+            "temporary",
+            TaskSpec::new(temporary.clone()).with_restart_policy(RestartPolicy::Temporary),
+        )
+        .with_task("killed", serve("killed", &log))
+        .with_task_spec(
+            "dead",
+            TaskSpec::new(Logged::new("dead", Plan::AlwaysFail, &log)).with_max_restart_attempts(0),
+        )
+        .with_task("done", Logged::new("done", Plan::Complete, &log))
+        .with_task("served", serve("served", &log))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    changes.until("dead", Dead).await;
+    handle.kill_task("killed").unwrap();
+    advance(SECOND).await;
+    handle
+        .add_task(
+            "fails",
+            Logged::new("fails", Plan::FailOnceAfter { after: MS }, &log),
+        )
+        .unwrap();
+
+    changes.until("fails", Failed).await;
+    advance(SECOND).await;
+
+    assert_eq!(temporary.liveness.runs(), 1, "left running");
+    assert_eq!(temporary.liveness.live(), 1);
+    assert_eq!(log.count("killed started"), 1);
+    assert_eq!(log.count("dead started"), 1);
+    assert_eq!(handle.get_task_status("killed").await, Ok(Some(Dead)));
+    assert_eq!(handle.get_task_status("dead").await, Ok(Some(Dead)));
+    // A completed task is not left out: the group starts every task over.
+    assert_eq!(log.count("done started"), 2);
+    assert_eq!(log.count("served started"), 2);
+    assert_eq!(log.count("fails started"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_with_no_restart_left_restarts_no_group() {
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_task("served", serve("served", &log))
+        .with_task_spec(
+            "fragile",
+            TaskSpec::new(Logged::new("fragile", Plan::AlwaysFail, &log))
+                .with_max_restart_attempts(0),
+        )
+        .build()
+        .run();
+
+    advance(SECOND).await;
+
+    assert_eq!(handle.get_task_status("fragile").await, Ok(Some(Dead)));
+    assert_eq!(log.count("served started"), 1, "nothing was restarted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_failure_while_a_group_is_pending_widens_it() {
+    let log = Log::default();
+    let handle = builder(Strategy::RestForOne)
+        .with_base_restart_delay(MS * 500)
+        .with_task(
+            "a",
+            Logged::new("a", Plan::FailOnceAfter { after: MS * 200 }, &log),
+        )
+        .with_task("b", serve("b", &log))
+        .with_task(
+            "c",
+            Logged::new("c", Plan::FailOnceAfter { after: MS * 100 }, &log),
+        )
+        .with_task("d", serve("d", &log))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    changes.until("b", Starting).await; // its first run
+
+    let (c_failed, _) = changes.until("c", Failed).await;
+    let (a_failed, _) = changes.until("a", Failed).await;
+    let (b_again, _) = changes.until("b", Starting).await;
+
+    assert_eq!(a_failed - c_failed, MS * 100);
+    assert_eq!(b_again - a_failed, MS * 500, "the later back-off decides");
+    for member in ["a", "b", "c", "d"] {
+        assert_eq!(log.count(&format!("{member} started")), 2, "{member}");
+    }
+    assert_group_restarted_after_every_run_ended(&log, &["a", "b", "c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_about_a_member_take_it_out_of_the_pending_group() {
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_base_restart_delay(SECOND)
+        .with_task("killed", serve("killed", &log))
+        .with_task("restarted", serve("restarted", &log))
+        .with_task(
+            "fails",
+            Logged::new("fails", Plan::FailOnceAfter { after: MS }, &log),
+        )
+        .with_task("waits", serve("waits", &log))
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+    for task in ["restarted", "waits"] {
+        changes.until(task, Starting).await; // the first runs
+    }
+    let (failed_at, _) = changes.until("fails", Failed).await;
+    settle().await;
+
+    handle.kill_task("killed").unwrap();
+    handle.restart("restarted").unwrap();
+    let (restarted_alone, _) = changes.until("restarted", Starting).await;
+    let (group_at, _) = changes.until("waits", Starting).await;
+
+    assert_eq!(
+        restarted_alone - failed_at,
+        MS * 10,
+        "on its own, as soon as its run ended"
+    );
+    assert_eq!(group_at - failed_at, SECOND, "the rest after the back-off");
+    assert_eq!(log.count("killed started"), 1);
+    assert_eq!(handle.get_task_status("killed").await, Ok(Some(Dead)));
+    assert_eq!(
+        log.count("restarted started"),
+        2,
+        "once more, not twice more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_restart_counts_once_against_the_intensity() {
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_restart_intensity(1, SECOND * 10)
+        .with_task("a", serve("a", &log))
+        .with_task("b", serve("b", &log))
+        .with_task(
+            "fails",
+            Logged::new("fails", Plan::FailOnceAfter { after: MS }, &log),
+        )
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    changes.until("fails", Failed).await;
+    changes.until("fails", Starting).await;
+    advance(SECOND).await;
+    assert!(
+        handle.is_running(),
+        "three tasks restarted, one restart counted"
+    );
+
+    handle
+        .add_task(
+            "fails-too",
+            Logged::new("fails-too", Plan::FailOnceAfter { after: MS }, &log),
+        )
+        .unwrap();
+    assert_eq!(
+        handle.wait().await,
+        Err(SupervisorError::RestartIntensityExceeded {
+            restarts: 2,
+            within: SECOND * 10,
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_stopped_for_the_group_is_not_counted_as_failed() {
+    #[derive(Clone)]
+    struct FailsWhenStopped;
+    #[async_trait]
+    impl SupervisedTask for FailsWhenStopped {
+        async fn run(&mut self) -> TaskResult {
+            let token = TaskContext::current()
+                .expect("in a run")
+                .cancellation_token();
+            token.cancelled().await;
+            bail!("interrupted")
+        }
+    }
+    let log = Log::default();
+    let handle = builder(Strategy::OneForAll)
+        .with_task("grumpy", FailsWhenStopped)
+        .with_task(
+            "fails",
+            Logged::new("fails", Plan::FailOnceAfter { after: MS }, &log),
+        )
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    changes.until("grumpy", Starting).await;
+    advance(SECOND).await;
+
+    assert_eq!(
+        handle.last_failure("grumpy"),
+        Ok(None),
+        "its stop is not a failure"
+    );
+    assert!(!changes.sequence("grumpy").contains(&Failed));
+}
+
+// Time-free: zero back-off, on both runtimes.
+
+async fn at_most_one_run_of_each_member_across_group_restarts() {
+    let tasks: Vec<Scripted> = (0..5).map(|_| Scripted::always(Step::Pend)).collect();
+    let fails = Scripted::new([Step::Fail; 20], Step::Pend);
+    let mut builder = SupervisorBuilder::new()
+        .with_strategy(Strategy::OneForAll)
+        .with_base_restart_delay(Duration::ZERO)
+        .with_unlimited_restarts();
+    for (index, task) in tasks.iter().enumerate() {
+        builder = builder.with_task(&format!("t{index}"), task.clone());
+    }
+    let handle: SupervisorHandle = builder.with_task("fails", fails.clone()).build().run();
+    let mut changes = Changes::watch(&handle);
+
+    // 20 failures, each a group restart of every task; the first run to prove alive is the
+    // 21st, which serves.
+    changes.until("fails", Healthy).await;
+    assert_eq!(fails.liveness.runs(), 21);
+
+    for task in &tasks {
+        assert_eq!(task.liveness.most(), 1, "two runs of one task at once");
+        assert!(task.liveness.runs() >= 2);
+    }
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+    for task in &tasks {
+        assert_eq!(task.liveness.live(), 0);
+    }
+}
+on_both_runtimes!(
+    group_at_most_one,
+    at_most_one_run_of_each_member_across_group_restarts()
+);
