@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::BuilderError;
 use crate::policy::auto_shutdown::AutoShutdown;
+use crate::policy::shutdown::ShutdownOrder;
 use crate::policy::strategy::Strategy;
 use crate::policy::window::RestartLimit;
 use crate::spec::{TaskPolicy, TaskSpec};
@@ -32,6 +33,8 @@ use crate::task::SupervisedTask;
 /// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |
 /// | [`with_dead_tasks_threshold`](Self::with_dead_tasks_threshold) | none | the supervisor keeps running whatever dies |
 /// | [`with_strategy`](Self::with_strategy) | one for one | a failure should not disturb tasks that do not depend on it |
+/// | [`with_shutdown_order`](Self::with_shutdown_order) | concurrent | the fastest way down for independent tasks |
+/// | [`with_shutdown_timeout`](Self::with_shutdown_timeout) | none | each run's grace period bounds its stop already |
 /// | [`with_auto_shutdown`](Self::with_auto_shutdown) | never | a supervisor lives until it is told to stop, as OTP's does |
 /// | [`with_restart_intensity`](Self::with_restart_intensity) | none | each task's own limits bound its restarts; a supervisor-wide bound is a choice of the service |
 ///
@@ -281,6 +284,40 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
         self.config.strategy = strategy;
+        self
+    }
+
+    /// In what order the supervisor stops its tasks when it ends:
+    /// [`ShutdownOrder::Concurrent`] (the default: every run is asked at once) or
+    /// [`ShutdownOrder::Reverse`] (one at a time, the last started first, each once every task
+    /// started after it has ended).
+    #[must_use]
+    pub fn with_shutdown_order(mut self, order: ShutdownOrder) -> Self {
+        self.config.shutdown_order = order;
+        self
+    }
+
+    /// The longest the supervisor's end may take: once `bound` has passed since it began to
+    /// stop, every run still alive is dropped at once, whatever its grace period. None by
+    /// default: each run gets its whole grace period, which bounds a concurrent shutdown
+    /// already (by the longest grace), while a reverse one may take the sum of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use task_supervisor::{ShutdownOrder, SupervisorBuilder};
+    ///
+    /// // Stop in reverse order, but never take longer than systemd's 90 s default.
+    /// let supervisor = SupervisorBuilder::new()
+    ///     .with_shutdown_order(ShutdownOrder::Reverse)
+    ///     .with_shutdown_timeout(Duration::from_secs(80))
+    ///     .build();
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_shutdown_timeout(mut self, bound: Duration) -> Self {
+        self.config.shutdown_timeout = Some(bound);
         self
     }
 

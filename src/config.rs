@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::BuilderError;
 use crate::policy::auto_shutdown::AutoShutdown;
+use crate::policy::shutdown::ShutdownOrder;
 use crate::policy::strategy::Strategy;
 use crate::policy::window::RestartLimit;
 use crate::spec::TaskPolicy;
@@ -32,6 +33,10 @@ pub(crate) struct Config {
     pub(crate) auto_shutdown: AutoShutdown,
     /// Which tasks a failure restarts.
     pub(crate) strategy: Strategy,
+    /// In what order the supervisor stops its tasks when it ends.
+    pub(crate) shutdown_order: ShutdownOrder,
+    /// How long the supervisor's end may take before every run still alive is dropped.
+    pub(crate) shutdown_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -46,6 +51,8 @@ impl Default for Config {
             intensity: None,
             auto_shutdown: AutoShutdown::Never,
             strategy: Strategy::OneForOne,
+            shutdown_order: ShutdownOrder::Concurrent,
+            shutdown_timeout: None,
         }
     }
 }

@@ -121,6 +121,7 @@ pub use context::{heartbeat, TaskContext};
 pub use error::{BuilderError, SupervisorError, SupervisorHandleError};
 pub use handle::SupervisorHandle;
 pub use policy::auto_shutdown::AutoShutdown;
+pub use policy::shutdown::ShutdownOrder;
 pub use policy::strategy::Strategy;
 pub use spec::{RestartPolicy, TaskSpec};
 pub use status::{StatusChange, TaskStatus};

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{advance, settle, Changes, Scripted, Step};
+use common::{advance, settle, Changes, Log, Logged, Plan, Scripted, Step};
 use task_supervisor::{
     bail, RestartPolicy, Strategy, SupervisedTask, SupervisorBuilder, SupervisorError,
     SupervisorHandle, TaskContext, TaskResult, TaskSpec, TaskStatus,
@@ -16,103 +15,6 @@ use TaskStatus::*;
 
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
-
-/// What happened to which task, in the order it happened, shared by the tasks of one test.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: String) {
-        self.0.lock().unwrap().push(entry);
-    }
-
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn position(&self, entry: &str) -> usize {
-        self.entries()
-            .iter()
-            .position(|seen| seen == entry)
-            .unwrap_or_else(|| panic!("{entry} never happened: {:?}", self.entries()))
-    }
-
-    fn count(&self, entry: &str) -> usize {
-        self.entries().iter().filter(|seen| *seen == entry).count()
-    }
-}
-
-/// How each run of a [`Logged`] task goes.
-#[derive(Clone, Copy, Debug)]
-enum Plan {
-    /// Runs until stopped; asks for its token and returns `stop_in` after it is cancelled.
-    Serve { stop_in: Duration },
-    /// Fails `after` its start, on its first run only; then serves as above.
-    FailOnceAfter { after: Duration },
-    /// Fails at once, every run.
-    AlwaysFail,
-    /// Returns `Ok(())` at once.
-    Complete,
-}
-
-/// Logs `<name> started` when a run starts and `<name> ended` when its state is dropped.
-#[derive(Clone)]
-struct Logged {
-    name: &'static str,
-    plan: Plan,
-    log: Log,
-    runs: Arc<Mutex<u32>>,
-}
-
-struct Ended(&'static str, Log);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        self.1.push(format!("{} ended", self.0));
-    }
-}
-
-impl Logged {
-    fn new(name: &'static str, plan: Plan, log: &Log) -> Self {
-        Self {
-            name,
-            plan,
-            log: log.clone(),
-            runs: Arc::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl SupervisedTask for Logged {
-    async fn run(&mut self) -> TaskResult {
-        let run = {
-            let mut runs = self.runs.lock().unwrap();
-            *runs += 1;
-            *runs
-        };
-        self.log.push(format!("{} started", self.name));
-        let _ended = Ended(self.name, self.log.clone());
-        let serve = |stop_in: Duration| async move {
-            let token = TaskContext::current()
-                .expect("in a run")
-                .cancellation_token();
-            token.cancelled().await;
-            tokio::time::sleep(stop_in).await;
-            Ok(())
-        };
-        match self.plan {
-            Plan::Serve { stop_in } => serve(stop_in).await,
-            Plan::FailOnceAfter { after } if run == 1 => {
-                tokio::time::sleep(after).await;
-                bail!("{} failed", self.name)
-            }
-            Plan::FailOnceAfter { .. } => serve(Duration::ZERO).await,
-            Plan::AlwaysFail => bail!("{} failed", self.name),
-            Plan::Complete => Ok(()),
-        }
-    }
-}
 
 fn builder(strategy: Strategy) -> SupervisorBuilder {
     SupervisorBuilder::new()

@@ -3,10 +3,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::slot::{AfterExit, Slot, Timer, TimerKind};
+use super::timers::LoopTimer;
 use super::{EventLoop, NEVER};
 use crate::error::SupervisorError;
 use crate::message::NewTask;
+use crate::policy::shutdown::ShutdownOrder;
 use crate::status::TaskStatus;
 use crate::unwind;
 
@@ -98,8 +102,13 @@ impl EventLoop {
         }
     }
 
-    /// Ends the supervisor with `result`: no run starts any more and every live run is stopped.
-    pub(super) fn begin_ending(&mut self, result: Result<(), SupervisorError>) {
+    /// Ends the supervisor with `result`: no run starts any more, and every live run is
+    /// stopped in `order` (the supervisor's own order unless its rules say otherwise).
+    pub(super) fn begin_ending(
+        &mut self,
+        result: Result<(), SupervisorError>,
+        order: Option<ShutdownOrder>,
+    ) {
         if self.ending.is_some() {
             return;
         }
@@ -108,13 +117,59 @@ impl EventLoop {
         self.shared
             .ending
             .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(bound) = self.config.shutdown_timeout {
+            let at = Instant::now().checked_add(bound);
+            self.set_loop_timer(LoopTimer::ShutdownBound, at);
+        }
+        match order.unwrap_or(self.config.shutdown_order) {
+            ShutdownOrder::Concurrent => {
+                for index in 0..self.slots.len() {
+                    self.stop_for_the_end(index);
+                }
+            }
+            ShutdownOrder::Reverse => {
+                self.reverse_stops_left = Some(self.slots.len());
+                self.stop_next_in_reverse();
+            }
+        }
+    }
+
+    /// Stops the run in `index`, if any, for the supervisor's end; returns whether it has one.
+    fn stop_for_the_end(&mut self, index: usize) -> bool {
+        let slot = &mut self.slots[index];
+        slot.timer.due = NEVER;
+        if slot.run.is_none() {
+            return false;
+        }
+        slot.after_exit = AfterExit::Nothing;
+        self.stop_run(index, None);
+        true
+    }
+
+    /// In a reverse shutdown, stops the last started task that still has a run, once every
+    /// task started after it has ended; called again as each run ends.
+    pub(super) fn stop_next_in_reverse(&mut self) {
+        while let Some(left) = self.reverse_stops_left {
+            let Some(index) = left.checked_sub(1) else {
+                self.reverse_stops_left = None;
+                return;
+            };
+            if self.slots[index].run.is_some() {
+                // Asked already (its stop may be on its way): wait for its exit.
+                self.stop_for_the_end(index);
+                return;
+            }
+            self.slots[index].timer.due = NEVER;
+            self.reverse_stops_left = Some(index);
+        }
+    }
+
+    /// The shutdown bound has passed: every run still alive is dropped at once.
+    pub(super) fn drop_every_run(&mut self) {
+        self.reverse_stops_left = None;
         for index in 0..self.slots.len() {
-            let slot = &mut self.slots[index];
-            if slot.run.is_some() {
-                slot.after_exit = AfterExit::Nothing;
-                self.stop_run(index, None);
-            } else {
-                slot.timer.due = NEVER;
+            if self.stop_for_the_end(index) {
+                self.abort_run(index);
             }
         }
     }

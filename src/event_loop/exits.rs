@@ -14,6 +14,7 @@ use crate::policy;
 use crate::policy::auto_shutdown::AutoShutdown;
 use crate::policy::backoff::{exponential_delay, with_jitter};
 use crate::policy::restart::Ending;
+use crate::policy::shutdown::ShutdownOrder;
 use crate::policy::window::{RestartLimit, RestartWindow};
 use crate::status::TaskStatus;
 use crate::unwind;
@@ -54,7 +55,7 @@ impl EventLoop {
             }
             AfterExit::BackOff => self.schedule_restart(index),
             AfterExit::Group => self.group_member_stopped(),
-            AfterExit::Nothing => {}
+            AfterExit::Nothing => self.stop_next_in_reverse(),
             AfterExit::Decide => match outcome {
                 RunOutcome::Completed => self.complete(index),
                 RunOutcome::Failed(reason) => self.fail_and_restart(index, reason),
@@ -229,7 +230,7 @@ impl EventLoop {
             "a significant task ended; the supervisor stops"
         );
         let _ = self.shared.registry.close(|| Ok(()));
-        self.begin_ending(result);
+        self.begin_ending(result, None);
     }
 
     /// Whether the task in `index` is running, or will be started again by the supervisor.
@@ -329,8 +330,11 @@ impl EventLoop {
     /// The supervisor stops by its own rules, with `error`: it takes no more commands, and every
     /// run is stopped.
     fn give_up(&mut self, error: SupervisorError) {
+        // Over its intensity, a supervisor stops its tasks in reverse start order, as OTP's.
+        let order = matches!(error, SupervisorError::RestartIntensityExceeded { .. })
+            .then_some(ShutdownOrder::Reverse);
         let _ = self.shared.registry.close(|| Ok(()));
-        self.begin_ending(Err(error));
+        self.begin_ending(Err(error), order);
     }
 }
 

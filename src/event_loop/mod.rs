@@ -91,6 +91,8 @@ pub(crate) struct EventLoop {
     windows: HashMap<u32, RestartWindow>,
     /// The restarts of every task within the supervisor's intensity window, if it has one.
     intensity: Option<RestartWindow>,
+    /// In a reverse shutdown, how many slots from the start are still to be stopped.
+    reverse_stops_left: Option<usize>,
     /// The pending group restart, under a group strategy.
     group: Option<Group>,
     /// The loop's own deadlines (see [`LoopTimer`]).
@@ -145,6 +147,7 @@ impl EventLoop {
             windows: HashMap::new(),
             intensity,
             group: None,
+            reverse_stops_left: None,
             loop_timers: std::array::from_fn(|_| Timer {
                 due: NEVER,
                 queued: NEVER,
@@ -238,7 +241,7 @@ impl EventLoop {
                     self.kill(index);
                 }
             }
-            Message::Shutdown => self.begin_ending(Ok(())),
+            Message::Shutdown => self.begin_ending(Ok(()), None),
             Message::Progress(progress) => self.on_progress(progress),
             Message::RanAgain(again) => self.on_ran_again(again),
             Message::Exit(exit) => self.on_exit(exit),

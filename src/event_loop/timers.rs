@@ -40,10 +40,12 @@ impl PreciseWait {
 pub(crate) enum LoopTimer {
     /// The pending group restart's back-off ends.
     Group = 0,
+    /// The shutdown bound has passed.
+    ShutdownBound = 1,
 }
 
 /// How many loop timers there are.
-pub(super) const LOOP_TIMERS: usize = 1;
+pub(super) const LOOP_TIMERS: usize = 2;
 
 impl LoopTimer {
     /// The queue id of this timer: counted down from `u32::MAX`.
@@ -55,6 +57,7 @@ impl LoopTimer {
     fn of(id: u32) -> Option<Self> {
         match u32::MAX - id {
             0 => Some(Self::Group),
+            1 => Some(Self::ShutdownBound),
             _ => None,
         }
     }
@@ -143,6 +146,7 @@ impl EventLoop {
         timer.due = NEVER;
         match which {
             LoopTimer::Group => self.start_group_when_ready(),
+            LoopTimer::ShutdownBound => self.drop_every_run(),
         }
     }
 

@@ -6,5 +6,6 @@ pub(crate) mod auto_shutdown;
 pub(crate) mod backoff;
 pub(crate) mod dead_tasks;
 pub(crate) mod restart;
+pub(crate) mod shutdown;
 pub(crate) mod strategy;
 pub(crate) mod window;

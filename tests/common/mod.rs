@@ -163,6 +163,106 @@ impl SupervisedTask for Scripted {
     }
 }
 
+/// What happened to which task, in the order it happened, shared by the tasks of one test.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn position(&self, entry: &str) -> usize {
+        self.entries()
+            .iter()
+            .position(|seen| seen == entry)
+            .unwrap_or_else(|| panic!("{entry} never happened: {:?}", self.entries()))
+    }
+
+    pub fn count(&self, entry: &str) -> usize {
+        self.entries().iter().filter(|seen| *seen == entry).count()
+    }
+}
+
+/// How each run of a [`Logged`] task goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Plan {
+    /// Runs until stopped; asks for its token and returns `stop_in` after it is cancelled.
+    Serve { stop_in: Duration },
+    /// Fails `after` its start, on its first run only; then serves as above.
+    FailOnceAfter { after: Duration },
+    /// Fails at once, every run.
+    AlwaysFail,
+    /// Returns `Ok(())` at once.
+    Complete,
+}
+
+/// Logs `<name> started` when a run starts, `<name> cancelled` when a serving run is asked to
+/// stop, and `<name> ended` when the run's state is dropped.
+#[derive(Clone)]
+pub struct Logged {
+    name: &'static str,
+    plan: Plan,
+    log: Log,
+    runs: Arc<Mutex<u32>>,
+}
+
+struct Ended(&'static str, Log);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.1.push(format!("{} ended", self.0));
+    }
+}
+
+impl Logged {
+    pub fn new(name: &'static str, plan: Plan, log: &Log) -> Self {
+        Self {
+            name,
+            plan,
+            log: log.clone(),
+            runs: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SupervisedTask for Logged {
+    async fn run(&mut self) -> TaskResult {
+        let run = {
+            let mut runs = self.runs.lock().unwrap();
+            *runs += 1;
+            *runs
+        };
+        self.log.push(format!("{} started", self.name));
+        let _ended = Ended(self.name, self.log.clone());
+        let (name, log) = (self.name, self.log.clone());
+        let serve = |stop_in: Duration| async move {
+            let token = TaskContext::current()
+                .expect("in a run")
+                .cancellation_token();
+            token.cancelled().await;
+            log.push(format!("{name} cancelled"));
+            tokio::time::sleep(stop_in).await;
+            Ok(())
+        };
+        match self.plan {
+            Plan::Serve { stop_in } => serve(stop_in).await,
+            Plan::FailOnceAfter { after } if run == 1 => {
+                tokio::time::sleep(after).await;
+                bail!("{} failed", self.name)
+            }
+            Plan::FailOnceAfter { .. } => serve(Duration::ZERO).await,
+            Plan::AlwaysFail => bail!("{} failed", self.name),
+            Plan::Complete => Ok(()),
+        }
+    }
+}
+
 /// Collects the status changes of one supervisor as they happen.
 pub struct Changes {
     receiver: broadcast::Receiver<StatusChange>,
