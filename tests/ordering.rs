@@ -202,3 +202,35 @@ async fn over_its_restart_intensity_a_supervisor_stops_its_tasks_in_reverse_orde
         .collect();
     assert_eq!(ends, ["fails ended", "c ended", "b ended", "a ended"]);
 }
+
+/// A run already stopping (here for a restart) when the supervisor ends keeps its grace
+/// deadline: it is dropped when it passes, and the shutdown completes. (The chaos soak found
+/// a shutdown that cleared it and waited forever.)
+#[tokio::test(start_paused = true)]
+async fn a_run_stopping_when_the_shutdown_begins_is_still_dropped_after_its_grace() {
+    for order in [ShutdownOrder::Concurrent, ShutdownOrder::Reverse] {
+        let stubborn = Scripted::always(Step::IgnoreCancellation);
+        let handle = SupervisorBuilder::new()
+            .with_shutdown_order(order)
+            .with_grace_period(MS * 300)
+            .with_task("stubborn", stubborn.clone())
+            .build()
+            .run();
+        settle().await;
+        let asked = tokio::time::Instant::now();
+
+        handle.restart("stubborn").unwrap();
+        tokio::time::sleep(MS * 100).await;
+        handle.shutdown().unwrap();
+        let waited = tokio::time::timeout(SECOND * 60, handle.wait()).await;
+
+        assert_eq!(waited, Ok(Ok(())), "{order:?}");
+        assert_eq!(tokio::time::Instant::now() - asked, MS * 300, "{order:?}");
+        assert_eq!(stubborn.liveness.live(), 0);
+        assert_eq!(
+            stubborn.liveness.runs(),
+            1,
+            "the restart never started a run"
+        );
+    }
+}

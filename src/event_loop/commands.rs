@@ -137,10 +137,11 @@ impl EventLoop {
     /// Stops the run in `index`, if any, for the supervisor's end; returns whether it has one.
     fn stop_for_the_end(&mut self, index: usize) -> bool {
         let slot = &mut self.slots[index];
-        slot.timer.due = NEVER;
         if slot.run.is_none() {
+            slot.timer.due = NEVER; // A pending restart does nothing.
             return false;
         }
+        // A run stopping already keeps its grace deadline: it must still be dropped.
         slot.after_exit = AfterExit::Nothing;
         self.stop_run(index, None);
         true
@@ -154,12 +155,9 @@ impl EventLoop {
                 self.reverse_stops_left = None;
                 return;
             };
-            if self.slots[index].run.is_some() {
-                // Asked already (its stop may be on its way): wait for its exit.
-                self.stop_for_the_end(index);
-                return;
+            if self.stop_for_the_end(index) {
+                return; // Wait for its exit.
             }
-            self.slots[index].timer.due = NEVER;
             self.reverse_stops_left = Some(index);
         }
     }
