@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{advance, settle, Changes, Log, Logged, Plan, Scripted, Step};
+use common::{advance, eventually, settle, Changes, Log, Logged, Plan, Scripted, Step};
 use task_supervisor::{
     bail, RestartPolicy, Strategy, SupervisedTask, SupervisorBuilder, SupervisorError,
     SupervisorHandle, TaskContext, TaskResult, TaskSpec, TaskStatus,
@@ -372,9 +372,14 @@ async fn at_most_one_run_of_each_member_across_group_restarts() {
     changes.until("fails", Healthy).await;
     assert_eq!(fails.liveness.runs(), 21);
 
+    // The last group start runs every member (on worker threads a member stopped by the next
+    // group restart may never have been polled, so earlier runs are not counted on).
+    eventually("every member runs", || {
+        tasks.iter().all(|task| task.liveness.live() == 1)
+    })
+    .await;
     for task in &tasks {
         assert_eq!(task.liveness.most(), 1, "two runs of one task at once");
-        assert!(task.liveness.runs() >= 2);
     }
     handle.shutdown().unwrap();
     handle.wait().await.unwrap();
