@@ -126,7 +126,7 @@ pub use policy::strategy::Strategy;
 pub use spec::{RestartPolicy, TaskSpec};
 pub use status::{StatusChange, TaskStatus};
 pub use supervisor::Supervisor;
-pub use task::{SupervisedTask, TaskError, TaskFactory, TaskResult};
+pub use task::{task_fn, SupervisedTask, TaskError, TaskFactory, TaskFn, TaskResult};
 
 /// The name a task is registered under, as the keys of
 /// [`SupervisorHandle::get_all_task_statuses`].

@@ -5,6 +5,7 @@
 //! cannot leave half-updated state behind for the next one.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -218,6 +219,105 @@ impl<T: SupervisedTask> SupervisedTask for TaskFactory<T> {
         let make = &self.make;
         let task = self.current.get_or_insert_with(|| make());
         task.run().await
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        self.sends_heartbeats
+    }
+}
+
+/// A task made of a closure that returns a future: every run calls the closure again and runs
+/// the future it returns.
+///
+/// Make one with [`task_fn`]. The closure is shared by all runs, not cloned, so what it
+/// captures needs no `Clone`: only `Send + Sync`, since runs may start on any thread. Inside
+/// the future (and in the closure's body), [`TaskContext::current`](crate::TaskContext::current)
+/// and [`heartbeat`](crate::heartbeat) reach the run, as for any task.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use task_supervisor::{bail, task_fn, SupervisorBuilder, TaskStatus};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let attempts = AtomicU32::new(0); // not Clone, and it need not be
+/// let handle = SupervisorBuilder::new()
+///     .with_base_restart_delay(Duration::from_millis(10))
+///     .build()
+///     .run();
+/// handle.add_task(
+///     "connect",
+///     task_fn(move || {
+///         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+///         async move {
+///             if attempt < 3 {
+///                 bail!("refused, attempt {attempt}");
+///             }
+///             Ok(())
+///         }
+///     }),
+/// )?;
+/// tokio::time::sleep(Duration::from_millis(100)).await;
+/// assert_eq!(handle.get_task_status("connect").await?, Some(TaskStatus::Completed));
+/// # Ok(())
+/// # }
+/// ```
+pub struct TaskFn<F> {
+    make: Arc<F>,
+    sends_heartbeats: bool,
+}
+
+/// A task whose every run calls `make` and runs the future it returns; see [`TaskFn`].
+pub fn task_fn<F, Fut>(make: F) -> TaskFn<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    TaskFn {
+        make: Arc::new(make),
+        sends_heartbeats: false,
+    }
+}
+
+impl<F> TaskFn<F> {
+    /// Declares that every run of this task sends heartbeats from its start (see
+    /// [`SupervisedTask::sends_heartbeats`]).
+    #[must_use]
+    pub fn with_heartbeats(mut self) -> Self {
+        self.sends_heartbeats = true;
+        self
+    }
+}
+
+impl<F> Clone for TaskFn<F> {
+    /// Shares the closure: the clone calls the same one.
+    fn clone(&self) -> Self {
+        Self {
+            make: Arc::clone(&self.make),
+            sends_heartbeats: self.sends_heartbeats,
+        }
+    }
+}
+
+impl<F> fmt::Debug for TaskFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFn")
+            .field("sends_heartbeats", &self.sends_heartbeats)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<F, Fut> SupervisedTask for TaskFn<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    async fn run(&mut self) -> TaskResult {
+        (self.make)().await
     }
 
     fn sends_heartbeats(&self) -> bool {
