@@ -109,10 +109,7 @@ async fn a_closure_that_declares_heartbeats_is_watched_from_its_start() {
     let start = tokio::time::Instant::now();
 
     handle
-        .add_task(
-            "silent",
-            task_fn(|| std::future::pending()).with_heartbeats(),
-        )
+        .add_task("silent", task_fn(std::future::pending).with_heartbeats())
         .unwrap();
     handle
         .add_task(
