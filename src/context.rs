@@ -26,13 +26,14 @@
 //! is a compare-and-swap of that same word from "this generation, no flag" to "next generation,
 //! no flag": it and a stop are ordered, and exactly one of them wins.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::message::{Message, RunId, RunProgress};
+use crate::shared::{HandleInner, Shared};
 use crate::spec::TaskPolicy;
 use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
 
@@ -45,6 +46,10 @@ const STOP: u64 = 1;
 /// Set once the run has asked for its cancellation token or checked for cancellation: such a
 /// run gets the grace period to finish; any other run is dropped at once.
 const COOPERATIVE: u64 = 2;
+/// Set by a run that runs a child supervisor: when its grace period is over, the loop asks the
+/// child to drop every run at once instead of dropping the run itself, so that the run still
+/// ends only after every run of the child has ended (invariant 10 of the loop).
+const STOPS_ITS_CHILD: u64 = 4;
 /// The flags live in the low bits of the state word, the generation in the high 32.
 const GENERATION_SHIFT: u32 = 32;
 
@@ -67,6 +72,9 @@ pub(crate) struct RunSettings {
     pub(crate) ending: Arc<std::sync::atomic::AtomicBool>,
     /// Where runs report progress to the loop: one sender for all runs, not one per run.
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<Message>,
+    /// The supervisor's shared state, for a run that runs a child supervisor to make it
+    /// reachable from the parent's handle.
+    pub(crate) supervisor: Weak<Shared>,
 }
 
 impl RunSettings {
@@ -208,6 +216,11 @@ impl RunShared {
     pub(crate) fn is_stop_requested(&self) -> bool {
         let before = self.state.fetch_or(COOPERATIVE, Ordering::AcqRel);
         before & STOP != 0
+    }
+
+    /// Whether this run runs a child supervisor (see [`STOPS_ITS_CHILD`]).
+    pub(crate) fn stops_its_child(&self) -> bool {
+        self.state.load(Ordering::Acquire) & STOPS_ITS_CHILD != 0
     }
 
     /// Whether the loop has asked the current run to stop. Unlike
@@ -376,6 +389,38 @@ impl TaskContext {
     pub fn heartbeat_interval(&self) -> Duration {
         self.run.settings.heartbeat_interval
     }
+
+    /// Makes `child`, the supervisor this run runs, reachable from the parent's handle, and
+    /// has the parent stop it (rather than drop this run) when the run's grace period is
+    /// over. The link is undone when the returned guard is dropped.
+    pub(crate) fn adopt_child(&self, child: Weak<HandleInner>) -> ChildLink {
+        let slot = self.run.id().slot;
+        self.run.state.fetch_or(STOPS_ITS_CHILD, Ordering::AcqRel);
+        let supervisor = self.run.settings.supervisor.clone();
+        if let Some(shared) = supervisor.upgrade() {
+            shared.adopt_child(slot, child.clone());
+        }
+        ChildLink {
+            supervisor,
+            slot,
+            child,
+        }
+    }
+}
+
+/// Undoes a [`TaskContext::adopt_child`] when dropped.
+pub(crate) struct ChildLink {
+    supervisor: Weak<Shared>,
+    slot: u32,
+    child: Weak<HandleInner>,
+}
+
+impl Drop for ChildLink {
+    fn drop(&mut self) {
+        if let Some(shared) = self.supervisor.upgrade() {
+            shared.release_child(self.slot, &self.child);
+        }
+    }
 }
 
 /// One run's shared state, for the `loom` model checks in `tests/loom.rs` (built with
@@ -399,6 +444,7 @@ impl LoomRun {
             heartbeat_interval: Duration::from_millis(100),
             ending: Arc::default(),
             events: sender,
+            supervisor: Weak::new(),
         });
         let id = RunId {
             slot: 0,
@@ -482,6 +528,7 @@ mod tests {
                 heartbeat_interval: Duration::from_millis(100),
                 ending: Arc::default(),
                 events: tokio::sync::mpsc::unbounded_channel().0,
+                supervisor: Weak::new(),
             }),
             Arc::default(),
         ))

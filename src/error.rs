@@ -72,7 +72,7 @@ pub enum SupervisorError {
     /// A restart would have exceeded the restart intensity set with
     /// [`with_restart_intensity`](crate::SupervisorBuilder::with_restart_intensity): the
     /// supervisor stopped every task instead (Erlang/OTP's `reached_max_restart_intensity`).
-    #[error("{restarts} restarts within {within:?}: more than the restart intensity allows")]
+    #[error("restart intensity exceeded: a restart would have made {restarts} within {within:?}")]
     RestartIntensityExceeded {
         /// The restarts within the window, counting the one that was not made.
         restarts: u32,

@@ -5,16 +5,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast;
 
 use crate::error::{SupervisorError, SupervisorHandleError};
 use crate::message::{Message, NewTask};
-use crate::shared::Shared;
+use crate::shared::{close, send, HandleInner, Shared};
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::status::{StatusChange, TaskStatus};
 use crate::task::{SupervisedTask, TaskTemplate};
+use crate::tree::{SupervisorTree, TreeTask};
 use crate::unwind;
 
 /// Controls a running supervisor: adds, restarts and kills tasks, reads statuses, shuts down.
@@ -62,36 +63,6 @@ use crate::unwind;
 #[derive(Clone)]
 pub struct SupervisorHandle {
     inner: Arc<HandleInner>,
-}
-
-/// Shared by all clones of one handle; its drop is the last handle's drop.
-struct HandleInner {
-    shared: Arc<Shared>,
-}
-
-impl Drop for HandleInner {
-    fn drop(&mut self) {
-        // The last handle is gone: nobody can command or wait for the supervisor any more.
-        // Closing fails only if it is stopping already, which is what we want anyway.
-        let _ = close(&self.shared);
-    }
-}
-
-fn close(shared: &Shared) -> Result<(), SupervisorHandleError> {
-    shared.registry.close(|| send(shared, Message::Shutdown))?;
-    // After the send: a driver that sees this and reports its exit queues it behind the
-    // `Shutdown`, so the loop starts nothing more for it.
-    shared
-        .ending
-        .store(true, std::sync::atomic::Ordering::Release);
-    Ok(())
-}
-
-fn send(shared: &Shared, message: Message) -> Result<(), SupervisorHandleError> {
-    shared
-        .sender
-        .send(message)
-        .map_err(|_| SupervisorHandleError::SupervisorStopped)
 }
 
 impl SupervisorHandle {
@@ -500,6 +471,56 @@ impl SupervisorHandle {
             .get()
             .cloned()
             .unwrap_or(Err(SupervisorError::LoopEnded))
+    }
+
+    /// The handle of the child supervisor that the current run of task `name` runs (see
+    /// [`ChildSupervisor`](crate::ChildSupervisor)); `None` if that task is no child
+    /// supervisor, or its run is not up. Each run of the task builds a new child, so a
+    /// handle got before a restart of the task controls the child that was stopped.
+    ///
+    /// A task name keeps meaning what it means everywhere else: to reach a grandchild, ask
+    /// the child.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::TaskNotFound`] if no task has that name;
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    pub fn child(&self, name: &str) -> Result<Option<SupervisorHandle>, SupervisorHandleError> {
+        let shared = self.shared();
+        let id = shared.registry.id_of(name)?;
+        Ok(shared.child_of(id).map(|inner| SupervisorHandle { inner }))
+    }
+
+    /// A snapshot of this supervisor's tasks and statuses, in start order, with each child
+    /// supervisor's own below the task that runs it, down the whole tree.
+    ///
+    /// Each supervisor's part is read from the statuses it last published, without a round
+    /// trip; parts of different supervisors are read one after another, not at one instant.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once this supervisor has stopped (a child
+    /// that stopped meanwhile is shown without its tasks).
+    pub fn tree(&self) -> Result<SupervisorTree, SupervisorHandleError> {
+        let shared = self.shared();
+        let tasks = shared
+            .registry
+            .statuses_in_order()?
+            .into_iter()
+            .map(|(id, name, status)| TreeTask {
+                name,
+                status,
+                child: shared
+                    .child_of(id)
+                    .and_then(|inner| SupervisorHandle { inner }.tree().ok()),
+            })
+            .collect();
+        Ok(SupervisorTree { tasks })
+    }
+
+    /// A reference to this handle that does not keep the supervisor up.
+    pub(crate) fn downgrade(&self) -> Weak<HandleInner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Whether the supervisor still takes commands: it is neither shutting down nor stopped.

@@ -110,6 +110,7 @@ pub mod status;
 mod supervisor;
 mod sync;
 mod task;
+mod tree;
 mod unwind;
 
 #[cfg(loom)]
@@ -127,6 +128,7 @@ pub use spec::{RestartPolicy, TaskSpec};
 pub use status::{StatusChange, TaskStatus};
 pub use supervisor::Supervisor;
 pub use task::{task_fn, SupervisedTask, TaskError, TaskFactory, TaskFn, TaskResult};
+pub use tree::{ChildSupervisor, SupervisorTree, TreeTask};
 
 /// The name a task is registered under, as the keys of
 /// [`SupervisorHandle::get_all_task_statuses`].

@@ -20,6 +20,9 @@ pub(crate) enum Message {
         id: u32,
     },
     Shutdown,
+    /// Drop every run at once, shutting down first if not already: from a parent whose grace
+    /// for this (child) supervisor's run has passed.
+    DropEveryRun,
     /// A run proved alive or sent its first heartbeat.
     Progress(RunProgress),
     /// A run failed, and its driver started the next one in place.

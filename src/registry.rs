@@ -324,6 +324,39 @@ impl Registry {
         Ok(statuses)
     }
 
+    /// Every task's id, name and status, in id order (the order tasks were registered in).
+    pub(crate) fn statuses_in_order(
+        &self,
+    ) -> Result<Vec<(u32, Arc<str>, TaskStatus)>, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        let mut statuses: Vec<(u32, Arc<str>, TaskStatus)> = inner
+            .by_name
+            .iter()
+            .map(|(name, &id)| (id, Arc::clone(name), inner.status(id)))
+            .collect();
+        drop(inner);
+        statuses.sort_unstable_by_key(|(id, ..)| *id);
+        Ok(statuses)
+    }
+
+    /// The id of the task `name`.
+    pub(crate) fn id_of(&self, name: &str) -> Result<u32, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        inner
+            .by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| SupervisorHandleError::TaskNotFound {
+                name: name.to_owned(),
+            })
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.read().by_name.len()
     }

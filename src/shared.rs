@@ -2,14 +2,15 @@
 //! ended, the status change stream, and the flags that let handles and drivers see the loop's
 //! state without asking it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
 use tokio::sync::{broadcast, mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::error::{BuilderError, SupervisorError};
+use crate::error::{BuilderError, SupervisorError, SupervisorHandleError};
 use crate::message::Message;
 use crate::registry::Registry;
 use crate::spec::{Overrides, TaskPolicy};
@@ -25,6 +26,9 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The policy of every task registered without a spec of its own.
     pub(crate) default_policy: Arc<TaskPolicy>,
+    /// The handle of each child supervisor that a run of one of its tasks is running, by
+    /// slot; weak, so that only the runs keep their children alive.
+    children: std::sync::Mutex<HashMap<u32, Weak<HandleInner>>>,
     pub(crate) sender: mpsc::UnboundedSender<Message>,
     /// How the supervisor ended, set by the loop just before it returns.
     pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
@@ -103,6 +107,7 @@ impl Shared {
             registry: Registry::new(),
             config,
             default_policy,
+            children: std::sync::Mutex::default(),
             sender,
             outcome: OnceLock::new(),
             loop_task: Mutex::new(None),
@@ -127,6 +132,29 @@ impl Shared {
         Ok(Arc::new(
             policy.for_supervisor(self.config.allows_restart_in_place()),
         ))
+    }
+
+    /// Records that the current run of task `slot` runs the child supervisor `child`.
+    pub(crate) fn adopt_child(&self, slot: u32, child: Weak<HandleInner>) {
+        self.children_map().insert(slot, child);
+    }
+
+    /// Forgets the child of task `slot`, if it is still `child` (a later run may have put its
+    /// own there).
+    pub(crate) fn release_child(&self, slot: u32, child: &Weak<HandleInner>) {
+        let mut children = self.children_map();
+        if children.get(&slot).is_some_and(|held| held.ptr_eq(child)) {
+            children.remove(&slot);
+        }
+    }
+
+    /// The child supervisor the current run of task `slot` runs, if it runs one.
+    pub(crate) fn child_of(&self, slot: u32) -> Option<Arc<HandleInner>> {
+        self.children_map().get(&slot)?.upgrade()
+    }
+
+    fn children_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<HandleInner>>> {
+        self.children.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn status_channel(&self) -> std::sync::MutexGuard<'_, StatusChannel> {
@@ -164,4 +192,35 @@ impl Shared {
         channel.closed = true;
         channel.sender = None;
     }
+}
+
+/// Shared by all clones of one `SupervisorHandle`; its drop is the last handle's drop. It lives
+/// here, beside the state it closes, so that a parent's shared state can hold its children's.
+pub(crate) struct HandleInner {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        // The last handle is gone: nobody can command or wait for the supervisor any more.
+        // Closing fails only if it is stopping already, which is what we want anyway.
+        let _ = close(&self.shared);
+    }
+}
+
+pub(crate) fn close(shared: &Shared) -> Result<(), SupervisorHandleError> {
+    shared.registry.close(|| send(shared, Message::Shutdown))?;
+    // After the send: a driver that sees this and reports its exit queues it behind the
+    // `Shutdown`, so the loop starts nothing more for it.
+    shared
+        .ending
+        .store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+pub(crate) fn send(shared: &Shared, message: Message) -> Result<(), SupervisorHandleError> {
+    shared
+        .sender
+        .send(message)
+        .map_err(|_| SupervisorHandleError::SupervisorStopped)
 }

@@ -140,7 +140,7 @@ async fn exceeding_the_restart_intensity_stops_every_task() {
     let message = result.unwrap_err().to_string();
     assert_eq!(
         message,
-        "4 restarts within 1s: more than the restart intensity allows"
+        "restart intensity exceeded: a restart would have made 4 within 1s"
     );
 }
 

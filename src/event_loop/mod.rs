@@ -124,6 +124,7 @@ impl EventLoop {
             heartbeat_interval: config.heartbeat_interval,
             ending: Arc::clone(&shared.ending),
             events: shared.sender.clone(),
+            supervisor: Arc::downgrade(&shared),
         });
         let jitter = config
             .jitter_seed
@@ -242,6 +243,11 @@ impl EventLoop {
                 }
             }
             Message::Shutdown => self.begin_ending(Ok(()), None),
+            Message::DropEveryRun => {
+                let _ = self.shared.registry.close(|| Ok(()));
+                self.begin_ending(Ok(()), None);
+                self.drop_every_run();
+            }
             Message::Progress(progress) => self.on_progress(progress),
             Message::RanAgain(again) => self.on_ran_again(again),
             Message::Exit(exit) => self.on_exit(exit),

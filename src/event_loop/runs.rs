@@ -8,7 +8,7 @@ use super::slot::{AfterExit, LiveRun, TimerKind};
 use super::{EventLoop, NEVER};
 use crate::context::RunShared;
 use crate::deadline::nanos_since;
-use crate::message::{RunId, RunProgress};
+use crate::message::{Message, RunId, RunProgress};
 use crate::run::{self, DriverStart};
 use crate::status::TaskStatus;
 
@@ -110,14 +110,24 @@ impl EventLoop {
         true
     }
 
+    /// Drops the run in `index` without waiting for it any longer. A run that runs a child
+    /// supervisor is not dropped: the child is told to drop every run of its own at once, and
+    /// the run ends as soon as they have (invariant 10).
     pub(super) fn abort_run(&mut self, index: usize) {
         let Some(run) = self.slots[index].run.as_mut() else {
             return;
         };
-        if !run.aborted {
-            run.aborted = true;
-            run.abort.abort();
+        if run.aborted {
+            return;
         }
+        run.aborted = true;
+        if run.shared.stops_its_child() {
+            if let Some(child) = self.shared.child_of(index as u32) {
+                let _ = child.shared.sender.send(Message::DropEveryRun);
+                return;
+            }
+        }
+        run.abort.abort();
     }
 
     pub(super) fn on_progress(&mut self, progress: RunProgress) {
