@@ -65,7 +65,7 @@
 //! | --- | --- | --- |
 //! | returns `Ok(())` | `Completed` | nothing, until [`SupervisorHandle::restart`] |
 //! | returns `Err`, panics, or misses its heartbeat timeout | `Failed` | a new run after the back-off |
-//! | does so with no restart attempt left | `Dead` | nothing, until [`SupervisorHandle::restart`] |
+//! | does so with no restart attempt left, or over its restart limit | `Dead` | nothing, until [`SupervisorHandle::restart`] |
 //! | is killed with [`SupervisorHandle::kill_task`] | `Dead` | nothing, until [`SupervisorHandle::restart`] |
 //!
 //! The statuses and the edges between them are in [`status`].
@@ -89,6 +89,21 @@
 //! A run opts into hang detection by beating once, or for every run from its very start by
 //! declaring [`SupervisedTask::sends_heartbeats`]. A task that never beats is never stopped
 //! for being silent, whatever timeout the supervisor is built with.
+//!
+//! # Supervision as in Erlang/OTP
+//!
+//! Every rule of an OTP supervisor has its counterpart here, beside back-off and heartbeats:
+//!
+//! - per task, a [`TaskSpec`]: its [`RestartPolicy`] (`Permanent`, `Transient`, `Temporary`),
+//!   its own back-off, attempts, restart limit, timeout and grace period, and whether it is
+//!   significant;
+//! - per supervisor, a [`Strategy`] (one-for-one, one-for-all, rest-for-one), a restart
+//!   intensity ([`SupervisorBuilder::with_restart_intensity`]), an [`AutoShutdown`] setting, a
+//!   [`ShutdownOrder`] and a shutdown bound;
+//! - trees: a [`ChildSupervisor`] is a task whose runs are supervisors; their failures
+//!   escalate to the parent, the parent's stop stops them first, and
+//!   [`SupervisorHandle::tree`] shows every level;
+//! - closures as tasks, with [`task_fn`].
 
 #![warn(missing_docs)]
 

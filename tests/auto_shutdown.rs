@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{advance, settle, Changes, Scripted, Step};
@@ -229,3 +230,44 @@ async fn a_significant_task_restarted_after_it_died_counts_as_running_again() {
     assert!(handle.is_running());
     assert_eq!(handle.get_task_status("flaky").await, Ok(Some(Healthy)));
 }
+
+// Time-free, on both runtimes.
+
+async fn a_significant_task_that_completes_stops_the_supervisor_and_every_run() {
+    let others: Vec<Scripted> = (0..3).map(|_| Scripted::always(Step::Pend)).collect();
+    let mut builder = SupervisorBuilder::new().with_auto_shutdown(AutoShutdown::AnySignificant);
+    for (index, task) in others.iter().enumerate() {
+        builder = builder.with_task(&format!("other-{index}"), task.clone());
+    }
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let opened = Arc::clone(&gate);
+    let handle = builder
+        .with_task_spec(
+            "job",
+            TaskSpec::new(task_supervisor::task_fn(move || {
+                let opened = Arc::clone(&opened);
+                async move {
+                    opened.notified().await;
+                    Ok(())
+                }
+            }))
+            .significant(),
+        )
+        .build()
+        .run();
+    common::eventually("every task runs", || {
+        others.iter().all(|task| task.liveness.live() == 1)
+    })
+    .await;
+
+    gate.notify_one();
+
+    assert_eq!(handle.wait().await, Ok(()));
+    for task in &others {
+        assert_eq!(task.liveness.live(), 0);
+    }
+}
+on_both_runtimes!(
+    significant_completion,
+    a_significant_task_that_completes_stops_the_supervisor_and_every_run()
+);

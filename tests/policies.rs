@@ -362,3 +362,33 @@ async fn build_lowers_the_heartbeat_interval_below_the_shortest_task_timeout() {
     );
     handle.shutdown().unwrap();
 }
+
+// Time-free: zero back-off, on both runtimes.
+
+async fn a_permanent_task_without_back_off_runs_until_its_restart_limit() {
+    let task = Scripted::always(Step::Complete);
+    let handle = SupervisorBuilder::new()
+        .with_base_restart_delay(Duration::ZERO)
+        .build()
+        .run();
+    let mut changes = Changes::watch(&handle);
+
+    handle
+        .add_task_spec(
+            "ticker",
+            TaskSpec::new(task.clone())
+                .with_restart_policy(RestartPolicy::Permanent)
+                .with_restart_limit(10, Duration::from_secs(3600)),
+        )
+        .unwrap();
+    changes.until("ticker", Dead).await;
+
+    assert_eq!(task.liveness.runs(), 11, "the first run and ten restarts");
+    assert_eq!(task.liveness.most(), 1);
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
+on_both_runtimes!(
+    permanent_without_back_off,
+    a_permanent_task_without_back_off_runs_until_its_restart_limit()
+);
