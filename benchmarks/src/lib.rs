@@ -84,11 +84,16 @@ pub enum Scenario {
     Shutdown,
     /// 9: restart requests in a burst to one task: the most live instances seen at once.
     Storm,
+    /// 10: a one-for-all group restart of N sleeping tasks and one that fails once: time from
+    /// the failure until all N + 1 have entered their next run.
+    Group,
+    /// 11: a reverse-order shutdown of N running tasks, one at a time, the last started first.
+    Reverse,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Self::Start,
         Self::Idle,
         Self::Beat,
@@ -98,6 +103,8 @@ impl Scenario {
         Self::Status,
         Self::Shutdown,
         Self::Storm,
+        Self::Group,
+        Self::Reverse,
     ];
 }
 
@@ -113,6 +120,8 @@ impl fmt::Display for Scenario {
             Self::Status => "status",
             Self::Shutdown => "shutdown",
             Self::Storm => "storm",
+            Self::Group => "group",
+            Self::Reverse => "reverse",
         })
     }
 }
@@ -408,4 +417,60 @@ pub mod common {
 
     /// A shared slot for one figure measured inside a run.
     pub type Probe = Arc<std::sync::atomic::AtomicU64>;
+
+    /// The member of the group scenario that fails once, on command: its first run waits for
+    /// [`fail`](Self::fail), stamps the moment and fails; its later runs sleep.
+    #[derive(Debug, Default)]
+    pub struct FailOnce {
+        command: tokio::sync::Notify,
+        failed: std::sync::atomic::AtomicBool,
+        /// Stamp ([`measure::stamp`]) of the failure, `0` before it.
+        pub failed_at: std::sync::atomic::AtomicU64,
+    }
+
+    impl FailOnce {
+        /// Asks the first run to fail.
+        pub fn fail(&self) {
+            // `notify_one` stores a permit: a run not yet waiting still gets the command.
+            self.command.notify_one();
+        }
+
+        /// Called by every run after entering: `true` once, for the run that is to fail (it
+        /// returns as soon as the command came, the failure stamped), `false` for the others.
+        pub async fn wait_for_the_command(&self) -> bool {
+            if self.failed.load(Ordering::Acquire) {
+                return false;
+            }
+            self.command.notified().await;
+            self.failed.store(true, Ordering::Release);
+            self.failed_at.store(measure::stamp(), Ordering::Release);
+            true
+        }
+    }
+
+    /// The group scenario once its `n + 1` tasks are registered (reporting to `entered`, made
+    /// with a target of `2 * (n + 1)`): waits until each has entered its first run, lets the
+    /// supervisor settle, has the failing member fail, and times the failure until the last
+    /// of the `n + 1` next runs entered. Checks that each task ran exactly once more.
+    pub async fn group_metrics(entered: &Entered, fail: &FailOnce, n: usize) -> Metrics {
+        let tasks = n + 1;
+        entered.wait_for(tasks).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(entered.count(), tasks, "a run started before the failure");
+        fail.fail();
+        entered.wait().await;
+        let failed_at = fail.failed_at.load(Ordering::Acquire);
+        let reached_at = entered.reached_at();
+        // Nothing else may start: one run per task after the failure, not more.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            entered.count(),
+            2 * tasks,
+            "a group restart ran some task more than once"
+        );
+        vec![(
+            "group_ms",
+            reached_at.saturating_sub(failed_at) as f64 / 1e6,
+        )]
+    }
 }

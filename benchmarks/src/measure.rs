@@ -87,6 +87,7 @@ pub struct Entered {
     count: AtomicUsize,
     target: AtomicUsize,
     reached: Notify,
+    reached_at: AtomicU64,
 }
 
 impl Entered {
@@ -96,6 +97,7 @@ impl Entered {
             count: AtomicUsize::new(0),
             target: AtomicUsize::new(target),
             reached: Notify::new(),
+            reached_at: AtomicU64::new(0),
         }
     }
 
@@ -103,7 +105,21 @@ impl Entered {
     pub fn enter(&self) {
         let now = self.count.fetch_add(1, Ordering::AcqRel) + 1;
         if now == self.target.load(Ordering::Acquire) {
+            self.reached_at.store(stamp(), Ordering::Release);
             self.reached.notify_one();
+        }
+    }
+
+    /// Stamp ([`stamp`]) of the run that reached the target, `0` before.
+    pub fn reached_at(&self) -> u64 {
+        self.reached_at.load(Ordering::Acquire)
+    }
+
+    /// Returns once `count` runs (fewer than the target) have entered; polls, so it is for
+    /// the untimed parts of a scenario.
+    pub async fn wait_for(&self, count: usize) {
+        while self.count() < count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use task_supervisor::{
-    async_trait, heartbeat, SupervisedTask, SupervisorBuilder, SupervisorHandle, TaskContext,
-    TaskResult,
+    async_trait, heartbeat, ShutdownOrder, Strategy, SupervisedTask, SupervisorBuilder,
+    SupervisorHandle, TaskContext, TaskResult,
 };
 
-use crate::common::{self, Probe};
+use crate::common::{self, FailOnce, Probe};
 use crate::measure::{self, Entered, Live, Restarts};
 use crate::{Metrics, Params, Scenario, LONG_SLEEP};
 
@@ -25,6 +25,8 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Status => status(n, params).await,
         Scenario::Shutdown => shutdown(n).await,
         Scenario::Storm => storm(params).await,
+        Scenario::Group => group(n).await,
+        Scenario::Reverse => reverse(n).await,
     })
 }
 
@@ -46,7 +48,16 @@ pub async fn sleepers(
     names: &[String],
     entered: &Arc<Entered>,
 ) -> (SupervisorHandle, common::Started) {
-    let handle = SupervisorBuilder::new().build().run();
+    sleepers_under(SupervisorBuilder::new(), names, entered).await
+}
+
+/// As [`sleepers`], under a supervisor built from `builder`.
+pub async fn sleepers_under(
+    builder: SupervisorBuilder,
+    names: &[String],
+    entered: &Arc<Entered>,
+) -> (SupervisorHandle, common::Started) {
+    let handle = builder.build().run();
     let started = common::start(entered, async {
         for name in names {
             handle
@@ -371,4 +382,68 @@ async fn storm(params: &Params) -> Metrics {
     }
     let issued = t0.elapsed();
     common::storm_metrics(&live, t0, issued).await
+}
+
+/// The failing member of the group: fails once on command, sleeps in every later run. Like
+/// the sleepers it never asks for its token.
+#[derive(Clone)]
+struct FailsOnce {
+    entered: Arc<Entered>,
+    fail: Arc<FailOnce>,
+}
+
+#[async_trait]
+impl SupervisedTask for FailsOnce {
+    async fn run(&mut self) -> TaskResult {
+        self.entered.enter();
+        if self.fail.wait_for_the_command().await {
+            return Err(task_supervisor::anyhow!("failing on command"));
+        }
+        tokio::time::sleep(LONG_SLEEP).await;
+        Ok(())
+    }
+}
+
+/// One-for-all, zero back-off: `n` sleepers, then the member that fails once, all added
+/// through the handle (so the failing one is the last in start order).
+async fn group(n: usize) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(2 * (n + 1)));
+    let fail = Arc::new(FailOnce::default());
+    let builder = SupervisorBuilder::new()
+        .with_strategy(Strategy::OneForAll)
+        .with_base_restart_delay(Duration::ZERO)
+        .with_restart_jitter(0.0);
+    // Not `sleepers_under`: it would wait for all the runs `entered` counts, both rounds.
+    let handle = builder.build().run();
+    for name in &names {
+        handle
+            .add_task(name, Sleeper(Arc::clone(&entered)))
+            .expect("add_task");
+    }
+    handle
+        .add_task(
+            "fails-once",
+            FailsOnce {
+                entered: Arc::clone(&entered),
+                fail: Arc::clone(&fail),
+            },
+        )
+        .expect("add_task");
+    let metrics = common::group_metrics(&entered, &fail, n).await;
+    drop(handle);
+    metrics
+}
+
+/// As [`shutdown`], stopping the runs one at a time, the last started first.
+async fn reverse(n: usize) -> Metrics {
+    let names = crate::names(n);
+    let entered = Arc::new(Entered::new(n));
+    let builder = SupervisorBuilder::new().with_shutdown_order(ShutdownOrder::Reverse);
+    let (handle, _) = sleepers_under(builder, &names, &entered).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    handle.shutdown().expect("shutdown");
+    handle.wait().await.expect("wait");
+    vec![("reverse_ms", t0.elapsed().as_secs_f64() * 1e3)]
 }

@@ -1,7 +1,8 @@
 //! Every scenario `task-supervisor` 0.5.2 can express, in its own idiom: `run(self, cancel)`,
 //! `spawn()`, and handle methods that are `async` round trips through its loop.
 //!
-//! It has no heartbeats and no hang detection, so the beat and hang scenarios are `None`.
+//! It has no heartbeats and no hang detection, so the beat and hang scenarios are `None`; nor
+//! restart strategies or an ordered shutdown, so the group and reverse scenarios are too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Status => status(n, params).await,
         Scenario::Shutdown => shutdown(n).await,
         Scenario::Storm => storm(params).await,
+        // No restart strategies and no ordered shutdown.
+        Scenario::Group | Scenario::Reverse => return None,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::common::{self, Probe};
+use crate::common::{self, FailOnce, Probe};
 use crate::measure::{self, Entered, Live, Restarts};
 use crate::{Metrics, Params, Scenario, LONG_SLEEP};
 
@@ -26,6 +26,8 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Status => status(n, params).await,
         Scenario::Shutdown => shutdown(n).await,
         Scenario::Storm => storm(params).await,
+        Scenario::Group => group(n).await,
+        Scenario::Reverse => reverse(n).await,
     })
 }
 
@@ -232,4 +234,62 @@ async fn storm(params: &Params) -> Metrics {
     }
     let issued = t0.elapsed();
     common::storm_metrics(&live, t0, issued).await
+}
+
+/// A one-for-all restart by hand: a `JoinSet` of `n` sleepers and the member that fails once;
+/// when a task of the set fails, every other is aborted and awaited (`JoinSet::shutdown`),
+/// then all `n + 1` are spawned again, in the same order.
+async fn group(n: usize) -> Metrics {
+    let entered = Arc::new(Entered::new(2 * (n + 1)));
+    let fail = Arc::new(FailOnce::default());
+    let spawn_all = {
+        let entered = Arc::clone(&entered);
+        let fail = Arc::clone(&fail);
+        move |set: &mut JoinSet<RunResult>| {
+            for _ in 0..n {
+                let entered = Arc::clone(&entered);
+                set.spawn(async move {
+                    sleeper(entered).await;
+                    Ok(())
+                });
+            }
+            let entered = Arc::clone(&entered);
+            let fail = Arc::clone(&fail);
+            set.spawn(async move {
+                entered.enter();
+                if fail.wait_for_the_command().await {
+                    return Err("failing on command".into());
+                }
+                tokio::time::sleep(LONG_SLEEP).await;
+                Ok(())
+            });
+        }
+    };
+    tokio::spawn(async move {
+        let mut set = JoinSet::new();
+        spawn_all(&mut set);
+        while let Some(ended) = set.join_next().await {
+            if !matches!(ended, Ok(Ok(()))) {
+                set.shutdown().await;
+                spawn_all(&mut set);
+            }
+        }
+    });
+    common::group_metrics(&entered, &fail, n).await
+}
+
+/// Abort and await each of `n` sleepers one at a time, the last spawned first.
+async fn reverse(n: usize) -> Metrics {
+    let entered = Arc::new(Entered::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(sleeper(Arc::clone(&entered))))
+        .collect();
+    entered.wait().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    for handle in handles.into_iter().rev() {
+        handle.abort();
+        let _ = handle.await;
+    }
+    vec![("reverse_ms", t0.elapsed().as_secs_f64() * 1e3)]
 }

@@ -3,7 +3,8 @@
 //! `is_alive` stands for a status.
 //!
 //! It has no heartbeats and no hang detection (only a per-attempt timeout, which is not the
-//! same thing), so the beat and hang scenarios are `None`. Its default limits (1024 registered
+//! same thing), so the beat and hang scenarios are `None`; nor restart strategies or an ordered
+//! shutdown, so the group and reverse scenarios are too. Its default limits (1024 registered
 //! tasks, 1024 owned values) are lifted so that it can hold 100k tasks.
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Status => status(n, params).await,
         Scenario::Shutdown => shutdown(n).await,
         Scenario::Storm => storm(params).await,
+        // No restart strategies and no ordered shutdown.
+        Scenario::Group | Scenario::Reverse => return None,
     })
 }
 

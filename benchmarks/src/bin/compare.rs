@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use benchmarks::{Metrics, Params, Scenario, Variant};
 
 const USAGE: &str = "usage: compare [--smoke] [--reps N] [--sizes N,N,...] \
-[--scenarios start,idle,beat,restart,hang,panic,status,shutdown,storm] \
+[--scenarios start,idle,beat,restart,hang,panic,status,shutdown,storm,group,reverse] \
 [--variants raw,ours,peer,taskvisor] [--timeout SECS] [--out FILE]";
 
 fn main() -> ExitCode {
@@ -107,6 +107,8 @@ struct Options {
     smoke: bool,
     reps: usize,
     sizes: Vec<usize>,
+    /// Whether `--sizes` was given (some scenarios have default sizes of their own).
+    sizes_given: bool,
     scenarios: Vec<Scenario>,
     variants: Vec<Variant>,
     timeout: Duration,
@@ -119,6 +121,7 @@ impl Options {
             smoke: false,
             reps: 5,
             sizes: Vec::new(),
+            sizes_given: false,
             scenarios: Scenario::ALL.to_vec(),
             variants: Variant::ALL.to_vec(),
             timeout: Duration::from_secs(300),
@@ -154,6 +157,7 @@ impl Options {
             }
         }
         options.reps = reps.unwrap_or(if options.smoke { 1 } else { 5 }).max(1);
+        options.sizes_given = !options.sizes.is_empty();
         if options.sizes.is_empty() {
             options.sizes = if options.smoke {
                 vec![100]
@@ -170,7 +174,9 @@ impl Options {
     }
 
     /// The (scenario, N) pairs to run. Scenarios the issue fixes at 100k tasks run at the
-    /// largest size up to 100k; the shutdown runs at 10k and above when such sizes are given.
+    /// largest size up to 100k; the shutdowns (concurrent and reverse) run at 10k and above
+    /// when such sizes are given. The group restart runs at every size given, and by default
+    /// at those up to 10k.
     fn jobs(&self) -> Vec<(Scenario, usize)> {
         let big = self
             .sizes
@@ -188,12 +194,27 @@ impl Options {
         if large.is_empty() {
             large.push(big);
         }
+        let mut group: Vec<usize> = if self.sizes_given {
+            self.sizes.clone()
+        } else {
+            self.sizes
+                .iter()
+                .copied()
+                .filter(|&n| n <= 10_000)
+                .collect()
+        };
+        if group.is_empty() {
+            group.push(self.sizes[0]);
+        }
         let mut jobs = Vec::new();
         for &scenario in &self.scenarios {
             match scenario {
                 Scenario::Start => jobs.extend(self.sizes.iter().map(|&n| (scenario, n))),
                 Scenario::Idle | Scenario::Beat | Scenario::Status => jobs.push((scenario, big)),
-                Scenario::Shutdown => jobs.extend(large.iter().map(|&n| (scenario, n))),
+                Scenario::Shutdown | Scenario::Reverse => {
+                    jobs.extend(large.iter().map(|&n| (scenario, n)));
+                }
+                Scenario::Group => jobs.extend(group.iter().map(|&n| (scenario, n))),
                 Scenario::Restart | Scenario::Panic | Scenario::Hang | Scenario::Storm => {
                     jobs.push((scenario, 1));
                 }
@@ -486,6 +507,18 @@ const METRICS: &[(&str, &str, &str, Kind)] = &[
     (
         "settled_ms",
         "9 storm: until the last run started",
+        "ms",
+        Kind::Cost,
+    ),
+    (
+        "group_ms",
+        "10 group restart (one for all, N + 1 tasks): failure -> every next run entered",
+        "ms",
+        Kind::Cost,
+    ),
+    (
+        "reverse_ms",
+        "11 reverse shutdown: until wait() returns",
         "ms",
         Kind::Cost,
     ),
