@@ -1,15 +1,26 @@
 //! Model-based property test: random sequences of commands and run outcomes, applied both to a
 //! supervisor (on the paused clock) and to a small reference model of the documented semantics
 //! (`src/lib.rs`, `src/status.rs`, the README, the builder's and the handle's docs: among them,
-//! a killed task keeps the supervisor up, and a hung run's silence is not healthy time). After
-//! every step the two must agree on every task's status, on the status changes published since
-//! the last step, on which tasks have a live run, on every command's answer, and on whether the
-//! supervisor still takes commands. `proptest` shrinks a failing sequence to a minimal one.
+//! a killed task keeps the supervisor up, and a hung run's silence is not healthy time; and the
+//! supervision rules: `RestartPolicy`, `TaskSpec::with_restart_limit`, the builder's
+//! `with_restart_intensity` and `with_strategy`, the rules of a group restart on `Strategy`).
+//! After every step the two must agree on every task's status, on the status changes published
+//! since the last step, on which tasks have a live run, on every command's answer, and on
+//! whether the supervisor still takes commands; at the end, on what `wait()` returns.
+//! `proptest` shrinks a failing sequence to a minimal one.
 //!
 //! The tasks are puppets: each run waits for orders from the test (beat, complete, fail,
 //! panic), so the test decides how every run ends. Time moves one millisecond at a time, and
 //! the supervisor settles between steps, so the model knows the exact instant of every
-//! deadline.
+//! deadline. Each sequence runs under settings of its own: a strategy and, or not, a restart
+//! intensity; each task added has a restart policy and, or not, a restart limit.
+//!
+//! Within one instant the model follows the order the docs give: the deadlines due (hangs,
+//! back-offs, a group's back-off) are decided first, then what the runs report; a run started
+//! in an instant is first polled after the decisions that started it, so a run stopped by a
+//! decision of the same instant never proved alive, and is dropped at once. The docs do not
+//! order deadlines due at the same instant, so when several are, the model tries each order and
+//! keeps those the supervisor's observable state agrees with (usually one).
 //!
 //! Cases: 512 by default; set `PROPTEST_CASES` for more. The seed is fixed for a reproducible
 //! suite; set `MODEL_SEED` to explore others.
@@ -17,7 +28,7 @@
 mod reliability_common;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,8 +37,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use reliability_common::{poll_once, quiet_injected_panics, seed_from_env, settle, INJECTED};
 use task_supervisor::{
-    bail, StatusChange, SupervisedTask, SupervisorBuilder, SupervisorHandle, SupervisorHandleError,
-    TaskContext, TaskResult, TaskStatus,
+    bail, RestartPolicy, StatusChange, Strategy as Restarts, SupervisedTask, SupervisorBuilder,
+    SupervisorError, SupervisorHandle, SupervisorHandleError, TaskContext, TaskResult, TaskSpec,
+    TaskStatus,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::Notify;
@@ -46,6 +58,10 @@ const STABLE_AFTER: u64 = 15;
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "ghost"];
 const TASKS: usize = 4;
 
+/// The longest a supervisor takes to end once it has begun: every task stopped one after the
+/// other (a reverse stop), each with its whole grace period.
+const LONGEST_END: u64 = TASKS as u64 * (GRACE + 1) + 1;
+
 fn builder() -> SupervisorBuilder {
     SupervisorBuilder::new()
         .with_timeout_threshold(Duration::from_millis(TIMEOUT))
@@ -57,6 +73,49 @@ fn builder() -> SupervisorBuilder {
         .with_max_restart_attempts(MAX_ATTEMPTS)
         .with_task_being_stable_after(Duration::from_millis(STABLE_AFTER))
         .with_restart_jitter(0.0)
+}
+
+/// At most `.0` restarts within any `.1` milliseconds.
+type Limit = (u32, u64);
+
+/// The supervisor-wide settings of one sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    strategy: Restarts,
+    /// The restart intensity, if any.
+    intensity: Option<Limit>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            strategy: Restarts::OneForOne,
+            intensity: None,
+        }
+    }
+}
+
+fn builder_for(settings: Settings) -> SupervisorBuilder {
+    let builder = builder().with_strategy(settings.strategy);
+    match settings.intensity {
+        Some((max_restarts, within)) => {
+            builder.with_restart_intensity(max_restarts, Duration::from_millis(within))
+        }
+        None => builder,
+    }
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    let strategy = prop_oneof![
+        Just(Restarts::OneForOne),
+        Just(Restarts::OneForAll),
+        Just(Restarts::RestForOne),
+    ];
+    let intensity = prop::option::weighted(0.4, (0..=3u32, 2..=24u64));
+    (strategy, intensity).prop_map(|(strategy, intensity)| Settings {
+        strategy,
+        intensity,
+    })
 }
 
 // ----- the steps -----
@@ -85,6 +144,10 @@ enum Step {
         task: usize,
         declares_heartbeats: bool,
         cooperation: Cooperation,
+        /// A transient task without a limit is added with `add_task`, any other with
+        /// `add_task_spec`.
+        policy: RestartPolicy,
+        limit: Option<Limit>,
     },
     Restart(usize),
     Kill(usize),
@@ -103,13 +166,32 @@ fn add() -> impl Strategy<Value = Step> {
         Just(Cooperation::Returns),
         Just(Cooperation::Ignores),
     ];
-    (0..TASKS, any::<bool>(), cooperation).prop_map(|(task, declares_heartbeats, cooperation)| {
-        Step::Add {
+    let policy = prop_oneof![
+        2 => Just(RestartPolicy::Transient),
+        2 => Just(RestartPolicy::Permanent),
+        1 => Just(RestartPolicy::Temporary),
+    ];
+    let limit = prop::option::weighted(0.3, (0..=3u32, 2..=20u64));
+    (0..TASKS, any::<bool>(), cooperation, policy, limit).prop_map(
+        |(task, declares_heartbeats, cooperation, policy, limit)| Step::Add {
             task,
             declares_heartbeats,
             cooperation,
-        }
-    })
+            policy,
+            limit,
+        },
+    )
+}
+
+/// A transient task with no limit: what `add_task` registers.
+fn plain(task: usize, declares_heartbeats: bool, cooperation: Cooperation) -> Step {
+    Step::Add {
+        task,
+        declares_heartbeats,
+        cooperation,
+        policy: RestartPolicy::Transient,
+        limit: None,
+    }
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -234,32 +316,55 @@ enum Then {
     BackOff,
     /// `restart`: start a fresh run at once.
     Start,
-    /// `kill_task`, shutdown, or hung with no attempt left.
+    /// Stopped for a group restart: the group decides.
+    Group,
+    /// `kill_task`, the supervisor's end, or hung with no restart to make.
     Nothing,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ModelRun {
     started: u64,
     last_beat: Option<u64>,
     /// Watched for silence: from the start if the task declared heartbeats, else from the
     /// run's first beat.
     watched: bool,
+    /// Polled at least once: it proved alive (if it did not declare heartbeats) and asked for
+    /// its token (if it cooperates). A run stopped before its first poll is dropped at once.
+    polled: bool,
     stopping: bool,
     then: Then,
     /// When a run that ignores its token is dropped.
     dropped_at: Option<u64>,
+    /// The run has ended (returned or been dropped), and the supervisor is yet to hear of it.
+    ended: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ModelTask {
     declares_heartbeats: bool,
     cooperation: Cooperation,
+    policy: RestartPolicy,
+    limit: Option<Limit>,
+    /// The restarts counted against `limit`, by instant.
+    restarts: Vec<u64>,
     status: TaskStatus,
     attempts: u32,
     healthy_since: Option<u64>,
     run: Option<ModelRun>,
     restart_at: Option<u64>,
+    /// A member of the pending group restart.
+    in_group: bool,
+}
+
+/// The pending group restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ModelGroup {
+    members: Vec<usize>,
+    /// Members whose run has not ended yet.
+    stopping: usize,
+    /// The end of the latest back-off of the tasks whose failure made the group.
+    not_before: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,22 +374,120 @@ enum Life {
     Stopped,
 }
 
-#[derive(Debug)]
+/// Whether a restart a task's policy wants may be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Yes,
+    /// One more than the task's own restart limit: the task is dead.
+    OverTaskLimit,
+    /// One more than the supervisor's restart intensity: the supervisor ends.
+    OverIntensity,
+}
+
+/// What the model did, for the figures of `RELIABILITY.md`. Not part of the state: two models
+/// that did the same by different paths are the same.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    /// Group restarts made by a failure (or a permanent task's completion), and failures that
+    /// widened a pending one.
+    groups: u64,
+    widened: u64,
+    /// Groups that started, and the members they started.
+    group_starts: u64,
+    members_started: u64,
+    /// Runs stopped before their first poll.
+    unpolled_stops: u64,
+    /// Permanent tasks restarted after `Ok(())`.
+    permanent_restarts: u64,
+    /// Tasks dead of their own restart limit.
+    limit_deaths: u64,
+    /// Runs stopped one by one in reverse start order.
+    reverse_stops: u64,
+}
+
+impl PartialEq for Stats {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 struct Model {
+    settings: Settings,
     now: u64,
     life: Life,
+    /// What `wait()` returns once the supervisor has stopped.
+    outcome: Result<(), SupervisorError>,
     tasks: [Option<ModelTask>; TASKS],
+    /// The tasks in start order (the order they were added in).
+    order: Vec<usize>,
+    group: Option<ModelGroup>,
+    /// The restarts counted against the restart intensity, by instant.
+    restarts: Vec<u64>,
+    /// In a reverse stop, how many tasks from the start of `order` are still to be stopped.
+    reverse_left: Option<usize>,
+    /// Runs that have ended, in the order the supervisor hears of it.
+    ended: VecDeque<(usize, Option<Ending>)>,
     /// Status changes made since the last check, by task.
     changes: BTreeMap<usize, Vec<(TaskStatus, TaskStatus)>>,
+    stats: Stats,
+}
+
+/// A deadline that may fall due at the same instant as another, whose order matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Hang(usize),
+    BackOff(usize),
+    Group,
+}
+
+/// Counts a restart at `now` against `limit` if it is within it (the restarts `at` earlier
+/// with `now - at < within`), and says whether it was.
+fn admit(restarts: &mut Vec<u64>, (max_restarts, within): Limit, now: u64) -> bool {
+    restarts.retain(|&at| now - at < within);
+    if restarts.len() >= max_restarts as usize {
+        return false;
+    }
+    restarts.push(now);
+    true
+}
+
+/// Every order of `items`.
+fn orders<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for (at, &first) in items.iter().enumerate() {
+        let mut rest = items.to_vec();
+        rest.remove(at);
+        for mut order in orders(&rest) {
+            order.insert(0, first);
+            all.push(order);
+        }
+    }
+    all
 }
 
 impl Model {
     fn new() -> Self {
+        Self::with(Settings::default())
+    }
+
+    fn with(settings: Settings) -> Self {
         Self {
+            settings,
             now: 0,
             life: Life::Running,
+            outcome: Ok(()),
             tasks: Default::default(),
+            order: Vec::new(),
+            group: None,
+            restarts: Vec::new(),
+            reverse_left: None,
+            ended: VecDeque::new(),
             changes: BTreeMap::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -315,11 +518,30 @@ impl Model {
         }
     }
 
+    // --- the steps: each is done, then the supervisor hears what runs report ---
+
     fn add(
         &mut self,
         index: usize,
         declares_heartbeats: bool,
         cooperation: Cooperation,
+    ) -> Result<(), SupervisorHandleError> {
+        self.add_with(
+            index,
+            declares_heartbeats,
+            cooperation,
+            RestartPolicy::Transient,
+            None,
+        )
+    }
+
+    fn add_with(
+        &mut self,
+        index: usize,
+        declares_heartbeats: bool,
+        cooperation: Cooperation,
+        policy: RestartPolicy,
+        limit: Option<Limit>,
     ) -> Result<(), SupervisorHandleError> {
         if self.life != Life::Running {
             return Err(SupervisorHandleError::SupervisorStopped);
@@ -332,32 +554,44 @@ impl Model {
         self.tasks[index] = Some(ModelTask {
             declares_heartbeats,
             cooperation,
+            policy,
+            limit,
+            restarts: Vec::new(),
             status: TaskStatus::Created,
             attempts: 0,
             healthy_since: None,
             run: None,
             restart_at: None,
+            in_group: false,
         });
+        self.order.push(index);
         self.start(index);
+        self.drain();
         Ok(())
     }
 
     fn restart(&mut self, index: usize) -> Result<(), SupervisorHandleError> {
         self.precheck(index)?;
+        let waited_for = self.leave_group(index);
         let task = self.task(index);
         if let Some(run) = task.run.as_mut() {
             run.then = Then::Start;
             self.stop(index);
+            if waited_for {
+                self.start_group_when_ready();
+            }
         } else {
             task.restart_at = None;
             task.attempts = 0;
             self.start(index);
         }
+        self.drain();
         Ok(())
     }
 
     fn kill(&mut self, index: usize) -> Result<(), SupervisorHandleError> {
         self.precheck(index)?;
+        let waited_for = self.leave_group(index);
         self.set(index, TaskStatus::Dead);
         let task = self.task(index);
         task.restart_at = None;
@@ -365,6 +599,10 @@ impl Model {
             run.then = Then::Nothing;
             self.stop(index);
         }
+        if waited_for {
+            self.start_group_when_ready();
+        }
+        self.drain();
         Ok(())
     }
 
@@ -372,17 +610,17 @@ impl Model {
         if self.life != Life::Running {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        self.life = Life::ShuttingDown;
+        self.end_supervision(Ok(()));
         for index in 0..TASKS {
             let Some(task) = self.tasks[index].as_mut() else {
                 continue;
             };
-            task.restart_at = None;
             if let Some(run) = task.run.as_mut() {
                 run.then = Then::Nothing;
                 self.stop(index);
             }
         }
+        self.drain();
         Ok(())
     }
 
@@ -406,141 +644,108 @@ impl Model {
     }
 
     fn end(&mut self, index: usize, ending: Ending) {
-        self.exit(index, Some(ending));
+        self.ended_by_itself(index, Some(ending));
+        self.drain();
     }
 
-    fn start(&mut self, index: usize) {
-        if self.life != Life::Running {
-            return;
-        }
-        let now = self.now;
-        let task = self.task(index);
-        let declares = task.declares_heartbeats;
-        task.run = Some(ModelRun {
-            started: now,
-            last_beat: None,
-            watched: declares,
-            stopping: false,
-            then: Then::Decide,
-            dropped_at: None,
-        });
-        task.restart_at = None;
-        task.healthy_since = None;
-        self.set(index, TaskStatus::Starting);
-        if !declares {
-            // Proves alive on its first poll.
-            self.task(index).healthy_since = Some(now);
-            self.set(index, TaskStatus::Healthy);
-        }
-    }
+    // --- time ---
 
-    fn stop(&mut self, index: usize) {
-        let now = self.now;
-        let task = self.task(index);
-        let cooperation = task.cooperation;
-        let run = task.run.as_mut().expect("a live run");
-        if run.stopping {
-            return;
-        }
-        run.stopping = true;
-        match cooperation {
-            Cooperation::Never => self.exit(index, None),
-            Cooperation::Returns => self.exit(index, Some(Ending::Complete)),
-            Cooperation::Ignores => run.dropped_at = Some(now + GRACE),
-        }
-    }
-
-    /// The run of `index` has ended, with `ending` if it returned or panicked (`None` if it was
-    /// dropped).
-    fn exit(&mut self, index: usize, ending: Option<Ending>) {
-        let task = self.task(index);
-        let run = task.run.take().expect("a live run");
-        task.restart_at = None;
-        match run.then {
-            Then::Start => {
-                task.attempts = 0;
-                self.start(index);
-            }
-            Then::BackOff => self.schedule_restart(index),
-            Then::Nothing => {}
-            Then::Decide => match ending {
-                Some(Ending::Complete) => self.set(index, TaskStatus::Completed),
-                Some(Ending::Fail | Ending::Panic) | None => {
-                    let now = self.now;
-                    if self.fail(index, now) {
-                        self.schedule_restart(index);
-                    }
-                }
-            },
-        }
-    }
-
-    /// Counts a failure of a run that was healthy until `healthy_until`: `Failed` with one more
-    /// attempt used, or `Dead` when none is left. A run healthy for `STABLE_AFTER` first earns
-    /// the task its attempts back.
-    fn fail(&mut self, index: usize, healthy_until: u64) -> bool {
-        let task = self.task(index);
-        if let Some(since) = task.healthy_since.take() {
-            if healthy_until.saturating_sub(since) >= STABLE_AFTER {
-                task.attempts = 0;
-            }
-        }
-        if task.attempts < MAX_ATTEMPTS {
-            task.attempts += 1;
-            self.set(index, TaskStatus::Failed);
-            true
-        } else {
-            self.set(index, TaskStatus::Dead);
-            false
-        }
-    }
-
-    fn schedule_restart(&mut self, index: usize) {
-        let now = self.now;
-        let task = self.task(index);
-        let exponent = task.attempts.saturating_sub(1).min(MAX_EXPONENT);
-        task.restart_at = Some(now + (BASE_DELAY << exponent));
-    }
-
-    /// Moves time on by one millisecond and fires what falls due.
-    fn tick(&mut self) {
-        self.now += 1;
-        let now = self.now;
+    /// Moves time on by one millisecond and decides what falls due: one model per order of
+    /// the deadlines due at once whose order matters.
+    fn tick(&self) -> Vec<Model> {
+        let mut next = self.clone();
+        next.now += 1;
+        let now = next.now;
+        let mut due = Vec::new();
         for index in 0..TASKS {
-            let Some(task) = self.tasks[index].as_ref() else {
+            let Some(task) = next.tasks[index].as_ref() else {
                 continue;
             };
-            match task.run.as_ref() {
-                Some(run) if run.dropped_at.is_some_and(|at| at <= now) => {
-                    // The grace period is over: the run is dropped.
-                    self.exit(index, None);
-                }
-                Some(run)
-                    if !run.stopping
-                        && run.watched
-                        && run.last_beat.unwrap_or(run.started) + TIMEOUT <= now =>
-                {
-                    // Hung: a failure (the silence was not healthy time), and the run is
-                    // stopped.
-                    let silent_since = run.last_beat.unwrap_or(run.started);
-                    let restart = self.fail(index, silent_since);
-                    let run = self.task(index).run.as_mut().expect("still live");
-                    run.then = if restart {
-                        Then::BackOff
-                    } else {
-                        Then::Nothing
-                    };
-                    self.stop(index);
-                }
-                Some(_) => {}
-                None if task.restart_at.is_some_and(|at| at <= now) => self.start(index),
-                None => {}
+            let dropped = task
+                .run
+                .as_ref()
+                .is_some_and(|run| !run.ended && run.dropped_at.is_some_and(|at| at <= now));
+            let backoff_over = task.run.is_none() && task.restart_at.is_some_and(|at| at <= now);
+            if dropped {
+                // The grace period is over: the run is dropped. Whatever else falls due now
+                // is decided before the supervisor hears of it, so its order does not matter.
+                next.ended_by_itself(index, None);
+            } else if next.is_hung(index) {
+                due.push(Due::Hang(index));
+            } else if backoff_over {
+                due.push(Due::BackOff(index));
             }
+        }
+        if next.group_is_ready() {
+            due.push(Due::Group);
+        }
+        let mut models: Vec<Model> = Vec::new();
+        for order in orders(&due) {
+            let mut model = next.clone();
+            for due in order {
+                model.fire(due);
+            }
+            model.drain();
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+        models
+    }
+
+    fn is_hung(&self, index: usize) -> bool {
+        let now = self.now;
+        self.tasks[index]
+            .as_ref()
+            .and_then(|task| task.run.as_ref())
+            .is_some_and(|run| {
+                !run.stopping
+                    && !run.ended
+                    && run.watched
+                    && run.last_beat.unwrap_or(run.started) + TIMEOUT <= now
+            })
+    }
+
+    fn group_is_ready(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|group| group.stopping == 0 && group.not_before <= self.now)
+    }
+
+    /// Decides a deadline that fell due, if a decision made before it at this instant has not
+    /// made it moot.
+    fn fire(&mut self, due: Due) {
+        match due {
+            Due::Hang(index) => {
+                if self.is_hung(index) {
+                    self.hang(index);
+                }
+            }
+            Due::BackOff(index) => {
+                let now = self.now;
+                let task = self.task(index);
+                if task.run.is_none() && task.restart_at.is_some_and(|at| at <= now) {
+                    self.start(index);
+                }
+            }
+            Due::Group => self.start_group_when_ready(),
         }
     }
 
-    /// The supervisor stops once shut down and every run has ended; never because its tasks
-    /// have finished (as the released crate, and OTP, behave).
+    /// The run of `index` was silent for the timeout: it is stopped, and it is a failure (the
+    /// silence was not healthy time).
+    fn hang(&mut self, index: usize) {
+        let run = self.task(index).run.as_mut().expect("a live run");
+        let silent_since = run.last_beat.unwrap_or(run.started);
+        run.then = Then::Nothing;
+        self.stop(index);
+        if self.fail(index, silent_since) {
+            self.restart_later(index);
+        }
+    }
+
+    /// The supervisor stops once it has ended and every run has ended; never because its
+    /// tasks have finished (as the released crate, and OTP, behave).
     fn settle(&mut self) {
         let no_run = self.tasks.iter().flatten().all(|task| task.run.is_none());
         if self.life == Life::ShuttingDown && no_run {
@@ -553,236 +758,691 @@ impl Model {
             .as_ref()
             .is_some_and(|task| task.run.is_some())
     }
+
+    // --- runs ---
+
+    fn start(&mut self, index: usize) {
+        let running = self.life == Life::Running;
+        let now = self.now;
+        let task = self.task(index);
+        task.restart_at = None;
+        if !running {
+            return;
+        }
+        let declares = task.declares_heartbeats;
+        task.run = Some(ModelRun {
+            started: now,
+            last_beat: None,
+            watched: declares,
+            polled: false,
+            stopping: false,
+            then: Then::Decide,
+            dropped_at: None,
+            ended: false,
+        });
+        task.healthy_since = None;
+        self.set(index, TaskStatus::Starting);
+    }
+
+    /// Asks the run of `index` to stop: one that asked for its token is cancelled and has the
+    /// grace period, any other (one never polled among them) is dropped at once.
+    fn stop(&mut self, index: usize) {
+        let now = self.now;
+        let task = self.task(index);
+        let cooperation = task.cooperation;
+        let run = task.run.as_mut().expect("a live run");
+        if run.stopping {
+            return;
+        }
+        run.stopping = true;
+        if run.ended {
+            return;
+        }
+        if !run.polled {
+            self.stats.unpolled_stops += 1;
+            self.ended_by_itself(index, None);
+            return;
+        }
+        match cooperation {
+            Cooperation::Never => self.ended_by_itself(index, None),
+            Cooperation::Returns => self.ended_by_itself(index, Some(Ending::Complete)),
+            Cooperation::Ignores => run.dropped_at = Some(now + GRACE),
+        }
+    }
+
+    /// The run of `index` ends, with `ending` if it returned or panicked (`None` if it was
+    /// dropped); the supervisor hears of it after the decisions of the moment.
+    fn ended_by_itself(&mut self, index: usize, ending: Option<Ending>) {
+        let run = self.task(index).run.as_mut().expect("a live run");
+        run.ended = true;
+        self.ended.push_back((index, ending));
+    }
+
+    /// The supervisor hears what runs report, a round at a time, until they have nothing more
+    /// to say: the runs started since the last round are polled (and prove alive, if they did
+    /// not declare heartbeats), then the runs that ended are decided.
+    fn drain(&mut self) {
+        loop {
+            for index in 0..TASKS {
+                let Some(task) = self.tasks[index].as_mut() else {
+                    continue;
+                };
+                let Some(run) = task.run.as_mut() else {
+                    continue;
+                };
+                if run.polled || run.ended {
+                    continue;
+                }
+                run.polled = true;
+                let started = run.started;
+                if !task.declares_heartbeats && task.status == TaskStatus::Starting {
+                    task.healthy_since = Some(started);
+                    self.set(index, TaskStatus::Healthy);
+                }
+            }
+            if self.ended.is_empty() {
+                return;
+            }
+            let round: Vec<_> = self.ended.drain(..).collect();
+            for (index, ending) in round {
+                self.exit(index, ending);
+            }
+        }
+    }
+
+    /// The supervisor hears that the run of `index` has ended.
+    fn exit(&mut self, index: usize, ending: Option<Ending>) {
+        let task = self.task(index);
+        let run = task.run.take().expect("a live run");
+        task.restart_at = None;
+        match run.then {
+            Then::Start => {
+                task.attempts = 0;
+                self.start(index);
+            }
+            Then::BackOff => self.schedule_restart(index),
+            Then::Group => {
+                if let Some(group) = self.group.as_mut() {
+                    group.stopping -= 1;
+                }
+                self.start_group_when_ready();
+            }
+            Then::Nothing => self.stop_next_in_reverse(),
+            Then::Decide => match ending {
+                Some(Ending::Complete) => self.complete(index),
+                Some(Ending::Fail | Ending::Panic) | None => {
+                    let now = self.now;
+                    if self.fail(index, now) {
+                        self.restart_later(index);
+                    }
+                }
+            },
+        }
+    }
+
+    // --- the decisions ---
+
+    /// A run of `index` returned `Ok(())`: `Completed`, and if the task is permanent, restarted
+    /// after the base delay with its attempts cleared, the restart counted.
+    fn complete(&mut self, index: usize) {
+        self.set(index, TaskStatus::Completed);
+        let task = self.task(index);
+        task.healthy_since = None;
+        if task.policy != RestartPolicy::Permanent {
+            return;
+        }
+        task.attempts = 0;
+        match self.count_restart(index) {
+            Counted::Yes => {
+                self.stats.permanent_restarts += 1;
+                self.restart_later(index);
+            }
+            Counted::OverTaskLimit => {
+                self.stats.limit_deaths += 1;
+                self.set(index, TaskStatus::Dead);
+            }
+            Counted::OverIntensity => {}
+        }
+    }
+
+    /// Counts a failure of a run that was healthy until `healthy_until`: `Failed` with one more
+    /// attempt used, or `Dead` when its policy restarts nothing, no attempt is left, or its
+    /// restart limit is reached. A run healthy for `STABLE_AFTER` first earns the task its
+    /// attempts back. Returns whether the task is to be restarted: not when the restart would
+    /// exceed the restart intensity either (it stays `Failed`, and the supervisor ends).
+    fn fail(&mut self, index: usize, healthy_until: u64) -> bool {
+        let task = self.task(index);
+        if let Some(since) = task.healthy_since.take() {
+            if healthy_until.saturating_sub(since) >= STABLE_AFTER {
+                task.attempts = 0;
+            }
+        }
+        if task.policy == RestartPolicy::Temporary || task.attempts >= MAX_ATTEMPTS {
+            self.set(index, TaskStatus::Dead);
+            return false;
+        }
+        let counted = self.count_restart(index);
+        if counted == Counted::OverTaskLimit {
+            self.stats.limit_deaths += 1;
+            self.set(index, TaskStatus::Dead);
+            return false;
+        }
+        self.task(index).attempts += 1;
+        self.set(index, TaskStatus::Failed);
+        counted == Counted::Yes
+    }
+
+    /// Counts a restart of `index` at this instant against its own limit, then against the
+    /// restart intensity; over the intensity, the supervisor ends.
+    fn count_restart(&mut self, index: usize) -> Counted {
+        let now = self.now;
+        let task = self.task(index);
+        if let Some(limit) = task.limit {
+            if !admit(&mut task.restarts, limit, now) {
+                return Counted::OverTaskLimit;
+            }
+        }
+        if let Some(intensity) = self.settings.intensity {
+            if !admit(&mut self.restarts, intensity, now) {
+                self.give_up(intensity);
+                return Counted::OverIntensity;
+            }
+        }
+        Counted::Yes
+    }
+
+    /// Restarts `index`, whose restart was counted: after its back-off alone, or with the
+    /// tasks its failure affects. Nothing is restarted once the supervisor has ended.
+    fn restart_later(&mut self, index: usize) {
+        if self.life != Life::Running {
+            return;
+        }
+        if self.settings.strategy == Restarts::OneForOne {
+            match self.task(index).run.as_mut() {
+                // Hung, and being stopped: the back-off starts once it has ended.
+                Some(run) => run.then = Then::BackOff,
+                None => self.schedule_restart(index),
+            }
+        } else {
+            self.join_group(index);
+        }
+    }
+
+    fn backoff(&mut self, index: usize) -> u64 {
+        let exponent = self
+            .task(index)
+            .attempts
+            .saturating_sub(1)
+            .min(MAX_EXPONENT);
+        BASE_DELAY << exponent
+    }
+
+    fn schedule_restart(&mut self, index: usize) {
+        let at = self.now + self.backoff(index);
+        self.task(index).restart_at = Some(at);
+    }
+
+    // --- group restarts, as `Strategy` documents them ---
+
+    /// Makes (or widens) the pending group with `failed` and every task its failure affects,
+    /// but temporary and dead ones: running members are asked to stop, the pending restarts
+    /// of the others are cancelled, and each keeps its status until it starts again.
+    fn join_group(&mut self, failed: usize) {
+        let not_before = self.now + self.backoff(failed);
+        let position = self
+            .order
+            .iter()
+            .position(|&index| index == failed)
+            .expect("registered");
+        let affected = match self.settings.strategy {
+            Restarts::OneForAll => 0..self.order.len(),
+            _ => position..self.order.len(),
+        };
+        let mut group = match self.group.take() {
+            Some(group) => {
+                self.stats.widened += 1;
+                group
+            }
+            None => {
+                self.stats.groups += 1;
+                ModelGroup::default()
+            }
+        };
+        group.not_before = group.not_before.max(not_before);
+        for position in affected {
+            let index = self.order[position];
+            let task = self.task(index);
+            let joins = index == failed
+                || (task.policy != RestartPolicy::Temporary && task.status != TaskStatus::Dead);
+            if task.in_group || !joins {
+                continue;
+            }
+            task.in_group = true;
+            group.members.push(index);
+            match task.run.as_mut() {
+                Some(run) => {
+                    run.then = Then::Group;
+                    group.stopping += 1;
+                    self.stop(index);
+                }
+                None => task.restart_at = None,
+            }
+        }
+        self.group = Some(group);
+        self.start_group_when_ready();
+    }
+
+    /// Takes `index` out of the pending group (a command about it alone); returns whether the
+    /// group was waiting for its run to end.
+    fn leave_group(&mut self, index: usize) -> bool {
+        let task = self.task(index);
+        if !std::mem::replace(&mut task.in_group, false) {
+            return false;
+        }
+        let waited_for = task.run.as_ref().is_some_and(|run| run.then == Then::Group);
+        if waited_for {
+            if let Some(group) = self.group.as_mut() {
+                group.stopping -= 1;
+            }
+        }
+        waited_for
+    }
+
+    /// Starts the pending group, in start order, once every member's run has ended and the
+    /// back-off is over.
+    fn start_group_when_ready(&mut self) {
+        if !self.group_is_ready() {
+            return;
+        }
+        let group = self.group.take().expect("a pending group");
+        self.stats.group_starts += 1;
+        for index in self.order.clone() {
+            let task = self.task(index);
+            if group.members.contains(&index) && std::mem::replace(&mut task.in_group, false) {
+                self.stats.members_started += 1;
+                self.start(index);
+            }
+        }
+    }
+
+    // --- the supervisor's end ---
+
+    /// The supervisor ends with `outcome`: it takes no more commands, starts no more runs, and
+    /// forgets its pending group.
+    fn end_supervision(&mut self, outcome: Result<(), SupervisorError>) {
+        self.life = Life::ShuttingDown;
+        self.outcome = outcome;
+        self.group = None;
+        for task in self.tasks.iter_mut().flatten() {
+            task.in_group = false;
+            task.restart_at = None;
+        }
+    }
+
+    /// Over the restart intensity: the supervisor ends with `RestartIntensityExceeded`, and
+    /// stops its tasks in reverse start order, each once every later one has ended.
+    fn give_up(&mut self, (max_restarts, within): Limit) {
+        if self.life != Life::Running {
+            return;
+        }
+        self.end_supervision(Err(SupervisorError::RestartIntensityExceeded {
+            restarts: max_restarts + 1,
+            within: Duration::from_millis(within),
+        }));
+        self.reverse_left = Some(self.order.len());
+        self.stop_next_in_reverse();
+    }
+
+    /// In a reverse stop, stops the last started task that still has a run.
+    fn stop_next_in_reverse(&mut self) {
+        while let Some(left) = self.reverse_left {
+            let Some(position) = left.checked_sub(1) else {
+                self.reverse_left = None;
+                return;
+            };
+            let index = self.order[position];
+            if let Some(run) = self.task(index).run.as_mut() {
+                run.then = Then::Nothing;
+                if !run.stopping {
+                    self.stats.reverse_stops += 1;
+                }
+                self.stop(index);
+                return; // Until it has ended.
+            }
+            self.reverse_left = Some(position);
+        }
+    }
 }
 
 // ----- running a sequence -----
 
 /// What the property checked, over all its cases, for `RELIABILITY.md`.
 struct Tally {
-    sequences: AtomicU64,
-    steps: [AtomicU64; 7],
+    sequences: u64,
+    steps: [u64; 7],
     /// Steps that order a run about (beat, end) when the task has no run: nothing to do.
-    idle_steps: AtomicU64,
-    milliseconds: AtomicU64,
-    comparisons: AtomicU64,
-    changes: AtomicU64,
-    edges: Mutex<BTreeMap<(String, String), u64>>,
+    idle_steps: u64,
+    milliseconds: u64,
+    comparisons: u64,
+    changes: u64,
+    edges: BTreeMap<(String, String), u64>,
+    /// Named figures: the settings and specs drawn, and what the model did.
+    counts: BTreeMap<&'static str, u64>,
 }
 
-static TALLY: Tally = Tally {
-    sequences: AtomicU64::new(0),
-    steps: [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ],
-    idle_steps: AtomicU64::new(0),
-    milliseconds: AtomicU64::new(0),
-    comparisons: AtomicU64::new(0),
-    changes: AtomicU64::new(0),
-    edges: Mutex::new(BTreeMap::new()),
-};
+impl Tally {
+    const fn new() -> Self {
+        Self {
+            sequences: 0,
+            steps: [0; 7],
+            idle_steps: 0,
+            milliseconds: 0,
+            comparisons: 0,
+            changes: 0,
+            edges: BTreeMap::new(),
+            counts: BTreeMap::new(),
+        }
+    }
 
-fn count_step(step: &Step) {
-    let kind = match step {
-        Step::Add { .. } => 0,
-        Step::Restart(_) => 1,
-        Step::Kill(_) => 2,
-        Step::Beat(_) => 3,
-        Step::End(..) => 4,
-        Step::Advance(_) => 5,
-        Step::Shutdown => 6,
-    };
-    TALLY.steps[kind].fetch_add(1, Ordering::Relaxed);
+    fn count(&mut self, name: &'static str, by: u64) {
+        *self.counts.entry(name).or_default() += by;
+    }
+
+    fn count_settings(&mut self, settings: Settings) {
+        self.sequences += 1;
+        self.count(
+            match settings.strategy {
+                Restarts::OneForOne => "settings: one for one",
+                Restarts::OneForAll => "settings: one for all",
+                Restarts::RestForOne => "settings: rest for one",
+            },
+            1,
+        );
+        if settings.intensity.is_some() {
+            self.count("settings: with a restart intensity", 1);
+        }
+    }
+
+    fn count_step(&mut self, step: &Step) {
+        let kind = match step {
+            Step::Add { policy, limit, .. } => {
+                self.count(
+                    match policy {
+                        RestartPolicy::Permanent => "add: permanent",
+                        RestartPolicy::Transient => "add: transient",
+                        RestartPolicy::Temporary => "add: temporary",
+                    },
+                    1,
+                );
+                if limit.is_some() {
+                    self.count("add: with a restart limit", 1);
+                }
+                0
+            }
+            Step::Restart(_) => 1,
+            Step::Kill(_) => 2,
+            Step::Beat(_) => 3,
+            Step::End(..) => 4,
+            Step::Advance(_) => 5,
+            Step::Shutdown => 6,
+        };
+        self.steps[kind] += 1;
+    }
+
+    /// What the model that agreed with the supervisor to the end did.
+    fn count_model(&mut self, model: &Model) {
+        let stats = model.stats;
+        self.count("did: groups restarted", stats.groups);
+        self.count("did: pending groups widened", stats.widened);
+        self.count("did: groups started", stats.group_starts);
+        self.count("did: members started by a group", stats.members_started);
+        self.count(
+            "did: runs stopped before their first poll",
+            stats.unpolled_stops,
+        );
+        self.count(
+            "did: permanent tasks restarted after Ok",
+            stats.permanent_restarts,
+        );
+        self.count("did: tasks dead of their restart limit", stats.limit_deaths);
+        self.count("did: runs stopped in reverse order", stats.reverse_stops);
+        if model.outcome.is_err() {
+            self.count("did: supervisors ended over their intensity", 1);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.sequences += other.sequences;
+        for (mine, theirs) in self.steps.iter_mut().zip(other.steps) {
+            *mine += theirs;
+        }
+        self.idle_steps += other.idle_steps;
+        self.milliseconds += other.milliseconds;
+        self.comparisons += other.comparisons;
+        self.changes += other.changes;
+        for (edge, count) in other.edges {
+            *self.edges.entry(edge).or_default() += count;
+        }
+        for (name, count) in other.counts {
+            self.count(name, count);
+        }
+    }
 }
 
-/// Runs `steps` against a fresh supervisor and the model; `counted` adds them to [`TALLY`].
+static TALLY: Mutex<Tally> = Mutex::new(Tally::new());
+
+/// Runs `steps` against a fresh supervisor and the model, with the default settings;
+/// `counted` adds them to [`TALLY`].
 fn check(steps: &[Step], counted: bool) -> Result<(), TestCaseError> {
+    check_with(Settings::default(), steps, counted)
+}
+
+fn check_with(settings: Settings, steps: &[Step], counted: bool) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .expect("a runtime");
-    runtime.block_on(run_sequence(steps, counted))
+    let mut tally = Tally::new();
+    let result = runtime.block_on(run_sequence(settings, steps, &mut tally));
+    if counted {
+        TALLY
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(tally);
+    }
+    result
 }
 
-async fn run_sequence(steps: &[Step], counted: bool) -> Result<(), TestCaseError> {
+async fn run_sequence(
+    settings: Settings,
+    steps: &[Step],
+    tally: &mut Tally,
+) -> Result<(), TestCaseError> {
     let strings: Vec<Arc<Strings>> = (0..TASKS).map(|_| Arc::default()).collect();
-    let handle = builder().try_build().expect("valid settings").run();
+    let handle = builder_for(settings)
+        .try_build()
+        .expect("valid settings")
+        .run();
     let mut changes = handle.status_changes();
-    let mut model = Model::new();
+    // The models that agree with the supervisor so far: one, but for deadlines due at once.
+    let mut models = vec![Model::with(settings)];
 
-    let tally = |counter: &AtomicU64| {
-        if counted {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    tally(&TALLY.sequences);
+    tally.count_settings(settings);
     for (number, step) in steps.iter().enumerate() {
         let context = format!("step {number}: {step:?}");
-        if counted {
-            count_step(step);
-        }
+        tally.count_step(step);
         match *step {
             Step::Add {
                 task,
                 declares_heartbeats,
                 cooperation,
+                policy,
+                limit,
             } => {
                 let puppet = Puppet {
                     strings: Arc::clone(&strings[task]),
                     declares_heartbeats,
                     cooperation,
                 };
-                let answer = handle.add_task(NAMES[task], puppet);
-                let expected = model.add(task, declares_heartbeats, cooperation);
-                prop_assert_eq!(answer, expected, "{}", context);
+                let answer = if policy == RestartPolicy::Transient && limit.is_none() {
+                    handle.add_task(NAMES[task], puppet)
+                } else {
+                    let mut spec = TaskSpec::new(puppet).with_restart_policy(policy);
+                    if let Some((max_restarts, within)) = limit {
+                        spec = spec.with_restart_limit(max_restarts, Duration::from_millis(within));
+                    }
+                    handle.add_task_spec(NAMES[task], spec)
+                };
+                answered(&mut models, &answer, &context, |model| {
+                    model.add_with(task, declares_heartbeats, cooperation, policy, limit)
+                })?;
             }
             Step::Restart(task) => {
                 let answer = handle.restart(NAMES[task]);
-                prop_assert_eq!(answer, model.restart(task), "{}", context);
+                answered(&mut models, &answer, &context, |model| model.restart(task))?;
             }
             Step::Kill(task) => {
                 let answer = handle.kill_task(NAMES[task]);
-                prop_assert_eq!(answer, model.kill(task), "{}", context);
+                answered(&mut models, &answer, &context, |model| model.kill(task))?;
             }
             Step::Beat(task) => {
-                if !model.has_run(task) {
-                    tally(&TALLY.idle_steps);
+                // The models agree on which tasks have a run: the supervisor's live runs decide.
+                if !models[0].has_run(task) {
+                    tally.idle_steps += 1;
                     continue;
                 }
                 strings[task].give(Order::Beat);
-                model.beat(task);
+                models.iter_mut().for_each(|model| model.beat(task));
             }
             Step::End(task, ending) => {
-                if !model.has_run(task) {
-                    tally(&TALLY.idle_steps);
+                if !models[0].has_run(task) {
+                    tally.idle_steps += 1;
                     continue;
                 }
                 strings[task].give(Order::End(ending));
-                model.end(task, ending);
+                models.iter_mut().for_each(|model| model.end(task, ending));
             }
             Step::Advance(millis) => {
                 for _ in 0..millis {
-                    tally(&TALLY.milliseconds);
+                    tally.milliseconds += 1;
                     tokio::time::advance(Duration::from_millis(1)).await;
-                    model.tick();
+                    tick(&mut models, tally);
                     settle().await;
-                    model.settle();
                     agree(
                         &handle,
                         &mut changes,
-                        &mut model,
+                        &mut models,
                         &strings,
                         &context,
-                        counted,
+                        tally,
                     )?;
                 }
                 continue;
             }
             Step::Shutdown => {
                 let answer = handle.shutdown();
-                prop_assert_eq!(answer, model.shutdown(), "{}", context);
+                answered(&mut models, &answer, &context, Model::shutdown)?;
             }
         }
         settle().await;
-        model.settle();
         agree(
             &handle,
             &mut changes,
-            &mut model,
+            &mut models,
             &strings,
             &context,
-            counted,
+            tally,
         )?;
     }
 
     // The end: shut down if still running, let the grace periods pass, and wait.
-    if model.life == Life::Running {
-        prop_assert_eq!(handle.shutdown(), model.shutdown());
+    if models[0].life == Life::Running {
+        let answer = handle.shutdown();
+        answered(&mut models, &answer, "the end", Model::shutdown)?;
     }
-    for _ in 0..=GRACE {
+    for _ in 0..=LONGEST_END {
         settle().await;
-        model.settle();
         agree(
             &handle,
             &mut changes,
-            &mut model,
+            &mut models,
             &strings,
             "the end",
-            counted,
+            tally,
         )?;
-        if model.life == Life::Stopped {
+        if models[0].life == Life::Stopped {
             break;
         }
         tokio::time::advance(Duration::from_millis(1)).await;
-        model.tick();
+        tick(&mut models, tally);
     }
+    let model = &models[0];
     prop_assert_eq!(model.life, Life::Stopped);
-    prop_assert_eq!(poll_once(handle.wait()), Some(Ok(())));
+    prop_assert_eq!(poll_once(handle.wait()), Some(model.outcome.clone()));
     for strings in &strings {
         prop_assert_eq!(strings.live.load(Ordering::SeqCst), 0);
+    }
+    tally.count_model(model);
+    Ok(())
+}
+
+/// Applies a command to every model, and keeps those whose answer is the supervisor's.
+fn answered(
+    models: &mut Vec<Model>,
+    answer: &Result<(), SupervisorHandleError>,
+    context: &str,
+    mut apply: impl FnMut(&mut Model) -> Result<(), SupervisorHandleError>,
+) -> Result<(), TestCaseError> {
+    let mut expected = None;
+    models.retain_mut(|model| {
+        let answers = apply(model);
+        let agrees = &answers == answer;
+        expected.get_or_insert(answers);
+        agrees
+    });
+    if models.is_empty() {
+        prop_assert_eq!(answer, &expected.expect("a model"), "{}", context);
     }
     Ok(())
 }
 
-/// Checks that the supervisor and the model agree, after a step.
-fn agree(
+/// Moves every model on by a millisecond.
+fn tick(models: &mut Vec<Model>, tally: &mut Tally) {
+    let mut next: Vec<Model> = Vec::with_capacity(models.len());
+    for model in models.iter() {
+        for ticked in model.tick() {
+            if !next.contains(&ticked) {
+                next.push(ticked);
+            }
+        }
+    }
+    if next.len() > models.len() {
+        tally.count(
+            "did: instants whose deadlines due at once were tried in orders",
+            1,
+        );
+    }
+    *models = next;
+}
+
+/// What the supervisor shows, read once per check.
+struct Observed {
+    running: bool,
+    statuses: Vec<Option<Result<Option<TaskStatus>, SupervisorHandleError>>>,
+    all: Option<Result<HashMap<String, TaskStatus>, SupervisorHandleError>>,
+    changes: BTreeMap<usize, Vec<(TaskStatus, TaskStatus)>>,
+    live: Vec<u32>,
+}
+
+/// Reads what the supervisor shows, and checks what needs no model: every change published is
+/// an edge of the state machine, none was missed, no two runs of a task were ever live at once.
+fn observe(
     handle: &SupervisorHandle,
     changes: &mut tokio::sync::broadcast::Receiver<StatusChange>,
-    model: &mut Model,
     strings: &[Arc<Strings>],
-    context: &str,
-    counted: bool,
-) -> Result<(), TestCaseError> {
-    let at = format!("{context} (at {} ms)", model.now);
-    prop_assert_eq!(
-        handle.is_running(),
-        model.life == Life::Running,
-        "running? {}",
-        at
-    );
-
-    // Every status, one by one and all at once.
-    let stopped = model.life == Life::Stopped;
-    let mut expected_all = HashMap::new();
-    for (index, name) in NAMES.iter().enumerate() {
-        let expected = model
-            .tasks
-            .get(index)
-            .and_then(|task| task.as_ref().map(|task| task.status));
-        if let Some(status) = expected {
-            expected_all.insert(name.to_string(), status);
-        }
-        let read = poll_once(handle.get_task_status(name));
-        if stopped {
-            prop_assert_eq!(
-                read,
-                Some(Err(SupervisorHandleError::SupervisorStopped)),
-                "{}",
-                at
-            );
-        } else {
-            prop_assert_eq!(read, Some(Ok(expected)), "status of {}: {}", name, at);
-        }
-    }
-    let all = poll_once(handle.get_all_task_statuses());
-    if stopped {
-        prop_assert_eq!(
-            all,
-            Some(Err(SupervisorHandleError::SupervisorStopped)),
-            "{}",
-            at
-        );
-    } else {
-        prop_assert_eq!(all, Some(Ok(expected_all)), "{}", at);
-    }
-
-    // The changes published since the last check, task by task.
+    at: &str,
+) -> Result<Observed, TestCaseError> {
     let mut seen: BTreeMap<usize, Vec<(TaskStatus, TaskStatus)>> = BTreeMap::new();
     loop {
         match changes.try_recv() {
@@ -802,28 +1462,132 @@ fn agree(
             }
         }
     }
-    let expected_changes = std::mem::take(&mut model.changes);
-    prop_assert_eq!(&seen, &expected_changes, "status changes: {}", at);
-    if counted {
-        TALLY.comparisons.fetch_add(1, Ordering::Relaxed);
-        let mut edges = TALLY.edges.lock().unwrap_or_else(PoisonError::into_inner);
-        for (from, to) in seen.values().flatten() {
-            TALLY.changes.fetch_add(1, Ordering::Relaxed);
-            *edges.entry((from.to_string(), to.to_string())).or_default() += 1;
+    for strings in strings {
+        prop_assert_eq!(strings.overlaps.load(Ordering::SeqCst), 0, "{}", at);
+    }
+    Ok(Observed {
+        running: handle.is_running(),
+        statuses: NAMES
+            .iter()
+            .map(|name| poll_once(handle.get_task_status(name)))
+            .collect(),
+        all: poll_once(handle.get_all_task_statuses()),
+        changes: seen,
+        live: strings
+            .iter()
+            .map(|strings| strings.live.load(Ordering::SeqCst))
+            .collect(),
+    })
+}
+
+/// Checks that what the supervisor shows is what `model` says.
+fn compare(observed: &Observed, model: &Model, at: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        observed.running,
+        model.life == Life::Running,
+        "running? {}",
+        at
+    );
+
+    // Every status, one by one and all at once.
+    let stopped = model.life == Life::Stopped;
+    let mut expected_all = HashMap::new();
+    for (index, name) in NAMES.iter().enumerate() {
+        let expected = model
+            .tasks
+            .get(index)
+            .and_then(|task| task.as_ref().map(|task| task.status));
+        if let Some(status) = expected {
+            expected_all.insert(name.to_string(), status);
+        }
+        let read = &observed.statuses[index];
+        if stopped {
+            prop_assert_eq!(
+                read,
+                &Some(Err(SupervisorHandleError::SupervisorStopped)),
+                "{}",
+                at
+            );
+        } else {
+            prop_assert_eq!(read, &Some(Ok(expected)), "status of {}: {}", name, at);
         }
     }
+    if stopped {
+        prop_assert_eq!(
+            &observed.all,
+            &Some(Err(SupervisorHandleError::SupervisorStopped)),
+            "{}",
+            at
+        );
+    } else {
+        prop_assert_eq!(&observed.all, &Some(Ok(expected_all)), "{}", at);
+    }
+
+    // The changes published since the last check, task by task.
+    prop_assert_eq!(&observed.changes, &model.changes, "status changes: {}", at);
 
     // Live runs, as counted by the runs themselves.
-    for (index, strings) in strings.iter().enumerate() {
-        let live = strings.live.load(Ordering::SeqCst);
+    for (index, live) in observed.live.iter().enumerate() {
         prop_assert_eq!(
-            live,
+            *live,
             u32::from(model.has_run(index)),
             "live runs of {}: {}",
             NAMES[index],
             at
         );
-        prop_assert_eq!(strings.overlaps.load(Ordering::SeqCst), 0, "{}", at);
+    }
+    Ok(())
+}
+
+/// Checks that the supervisor agrees with one of the models, after a step, and keeps those
+/// that agree.
+fn agree(
+    handle: &SupervisorHandle,
+    changes: &mut tokio::sync::broadcast::Receiver<StatusChange>,
+    models: &mut Vec<Model>,
+    strings: &[Arc<Strings>],
+    context: &str,
+    tally: &mut Tally,
+) -> Result<(), TestCaseError> {
+    models.iter_mut().for_each(Model::settle);
+    let at = format!("{context} (at {} ms)", models[0].now);
+    let observed = observe(handle, changes, strings, &at)?;
+    let mut first_disagreement = None;
+    let tried = models.len();
+    models.retain(|model| match compare(&observed, model, &at) {
+        Ok(()) => true,
+        Err(disagreement) => {
+            first_disagreement.get_or_insert(disagreement);
+            false
+        }
+    });
+    if models.is_empty() {
+        let disagreement = first_disagreement.expect("a model");
+        return Err(if tried == 1 {
+            disagreement
+        } else {
+            TestCaseError::fail(format!(
+                "none of {tried} orders of the deadlines due at once agrees; the first: \
+                 {disagreement}"
+            ))
+        });
+    }
+    let mut kept: Vec<Model> = Vec::with_capacity(models.len());
+    for mut model in models.drain(..) {
+        model.changes.clear();
+        if !kept.contains(&model) {
+            kept.push(model);
+        }
+    }
+    *models = kept;
+
+    tally.comparisons += 1;
+    for (from, to) in observed.changes.values().flatten() {
+        tally.changes += 1;
+        *tally
+            .edges
+            .entry((from.to_string(), to.to_string()))
+            .or_default() += 1;
     }
     Ok(())
 }
@@ -854,18 +1618,21 @@ fn the_supervisor_agrees_with_the_model() {
     let mut runner = TestRunner::new(config(cases()));
     // A few tasks first, so that most sequences have something to supervise.
     let sequence = (
+        settings(),
         prop::collection::vec(add(), 1..=TASKS),
         prop::collection::vec(step(), 1..48),
     )
-        .prop_map(|(mut adds, steps)| {
+        .prop_map(|(settings, mut adds, steps)| {
             adds.extend(steps);
-            adds
+            (settings, adds)
         });
-    let result = runner.run(&sequence, |steps| check(&steps, true));
+    let result = runner.run(&sequence, |(settings, steps)| {
+        check_with(settings, &steps, true)
+    });
     if let Err(failure) = result {
         panic!("the supervisor and the model disagree: {failure}");
     }
-    let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let tally = TALLY.lock().unwrap_or_else(PoisonError::into_inner);
     let names = [
         "add", "restart", "kill", "beat", "end", "advance", "shutdown",
     ];
@@ -873,20 +1640,22 @@ fn the_supervisor_agrees_with_the_model() {
         "model: {} sequences; steps: {}; {} beat/end steps with no run to order; {} ms of \
          paused time; {} comparisons of every status, every change, every live-run count; \
          {} status changes matched",
-        count(&TALLY.sequences),
+        tally.sequences,
         names
             .iter()
-            .zip(&TALLY.steps)
-            .map(|(name, counter)| format!("{name} {}", count(counter)))
+            .zip(&tally.steps)
+            .map(|(name, count)| format!("{name} {count}"))
             .collect::<Vec<_>>()
             .join(", "),
-        count(&TALLY.idle_steps),
-        count(&TALLY.milliseconds),
-        count(&TALLY.comparisons),
-        count(&TALLY.changes),
+        tally.idle_steps,
+        tally.milliseconds,
+        tally.comparisons,
+        tally.changes,
     );
-    let edges = TALLY.edges.lock().unwrap_or_else(PoisonError::into_inner);
-    for ((from, to), count) in edges.iter() {
+    for (name, count) in &tally.counts {
+        eprintln!("model {name}: {count}");
+    }
+    for ((from, to), count) in &tally.edges {
         eprintln!("model edge {from} -> {to}: {count}");
     }
 }
@@ -897,21 +1666,13 @@ fn the_supervisor_agrees_with_the_model() {
 fn the_model_follows_a_known_sequence() {
     quiet_injected_panics();
     let steps = [
-        Step::Add {
-            task: 0,
-            declares_heartbeats: false,
-            cooperation: Cooperation::Never,
-        },
+        plain(0, false, Cooperation::Never),
         Step::End(0, Ending::Fail),
         Step::Advance(4),
         Step::End(0, Ending::Panic),
         Step::Advance(8),
         Step::End(0, Ending::Fail),
-        Step::Add {
-            task: 1,
-            declares_heartbeats: true,
-            cooperation: Cooperation::Ignores,
-        },
+        plain(1, true, Cooperation::Ignores),
         Step::Beat(1),
         Step::Restart(1),
         Step::Advance(GRACE),
