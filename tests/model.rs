@@ -1687,6 +1687,299 @@ fn the_model_follows_a_known_sequence() {
     check(&steps, false).expect("the supervisor follows the model");
 }
 
+/// The model alone, with `steps` applied under `settings` (deadlines due at once in the first
+/// order tried), for the known sequences to look into.
+fn played(settings: Settings, steps: &[Step]) -> Model {
+    let mut model = Model::with(settings);
+    for step in steps {
+        match *step {
+            Step::Add {
+                task,
+                declares_heartbeats,
+                cooperation,
+                policy,
+                limit,
+            } => drop(model.add_with(task, declares_heartbeats, cooperation, policy, limit)),
+            Step::Restart(task) => drop(model.restart(task)),
+            Step::Kill(task) => drop(model.kill(task)),
+            Step::Beat(task) if model.has_run(task) => model.beat(task),
+            Step::End(task, ending) if model.has_run(task) => model.end(task, ending),
+            Step::Beat(_) | Step::End(..) => {}
+            Step::Advance(millis) => {
+                for _ in 0..millis {
+                    model = model.tick().swap_remove(0);
+                }
+            }
+            Step::Shutdown => drop(model.shutdown()),
+        }
+        model.settle();
+    }
+    model
+}
+
+fn spec(
+    task: usize,
+    cooperation: Cooperation,
+    policy: RestartPolicy,
+    limit: Option<Limit>,
+) -> Step {
+    Step::Add {
+        task,
+        declares_heartbeats: false,
+        cooperation,
+        policy,
+        limit,
+    }
+}
+
+fn status(model: &Model, task: usize) -> TaskStatus {
+    model.tasks[task].as_ref().expect("registered").status
+}
+
+/// Permanent: after `Ok(())` the task is `Completed`, then restarted after the base delay with
+/// its attempts cleared, however many failures came before; never doubled.
+#[test]
+fn a_known_sequence_of_a_permanent_task() {
+    quiet_injected_panics();
+    let steps = [
+        spec(0, Cooperation::Never, RestartPolicy::Permanent, None),
+        Step::End(0, Ending::Fail),
+        Step::Advance(BASE_DELAY),
+        Step::End(0, Ending::Fail),
+        Step::Advance(2 * BASE_DELAY),
+        Step::End(0, Ending::Complete),
+        Step::Advance(BASE_DELAY),
+        Step::End(0, Ending::Complete),
+        Step::Advance(BASE_DELAY),
+    ];
+    let settings = Settings::default();
+    let model = played(settings, &steps[..6]);
+    assert_eq!(status(&model, 0), TaskStatus::Completed);
+    let task = model.tasks[0].as_ref().expect("registered");
+    assert_eq!(task.attempts, 0, "cleared: the run did its work");
+    assert_eq!(
+        task.restart_at,
+        Some(3 * BASE_DELAY + BASE_DELAY),
+        "the base delay"
+    );
+    let model = played(settings, &steps);
+    assert_eq!(status(&model, 0), TaskStatus::Healthy);
+    assert_eq!(model.stats.permanent_restarts, 2);
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// Temporary: a failure leaves the task `Dead` at once, `Ok(())` leaves it `Completed`; the
+/// supervisor never restarts it, a `restart` does.
+#[test]
+fn a_known_sequence_of_temporary_tasks() {
+    quiet_injected_panics();
+    let steps = [
+        spec(0, Cooperation::Never, RestartPolicy::Temporary, None),
+        spec(1, Cooperation::Returns, RestartPolicy::Temporary, None),
+        Step::End(0, Ending::Fail),
+        Step::End(1, Ending::Complete),
+        Step::Advance(4 * BASE_DELAY),
+        Step::Restart(0),
+        Step::Advance(1),
+    ];
+    let settings = Settings::default();
+    let model = played(settings, &steps[..5]);
+    assert_eq!(status(&model, 0), TaskStatus::Dead);
+    assert_eq!(status(&model, 1), TaskStatus::Completed);
+    assert!(!model.has_run(0) && !model.has_run(1), "never restarted");
+    assert!(played(settings, &steps).has_run(0));
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// A restart limit of one restart within 10 ms: the failure at 0 is restarted (counted at 0),
+/// the one at 4 ms would be a second within 10 ms, so the task is dead with an attempt left; a
+/// `restart` is not counted, and at 10 ms the restart at 0 has left the window.
+#[test]
+fn a_known_sequence_of_a_task_with_a_restart_limit() {
+    quiet_injected_panics();
+    let steps = [
+        spec(
+            0,
+            Cooperation::Never,
+            RestartPolicy::Transient,
+            Some((1, 10)),
+        ),
+        Step::End(0, Ending::Fail),
+        Step::Advance(BASE_DELAY),
+        Step::End(0, Ending::Fail),
+        Step::Restart(0),
+        Step::Advance(10 - BASE_DELAY),
+        Step::End(0, Ending::Fail),
+        Step::Advance(BASE_DELAY),
+    ];
+    let settings = Settings::default();
+    let model = played(settings, &steps[..4]);
+    assert_eq!(status(&model, 0), TaskStatus::Dead);
+    assert_eq!(model.tasks[0].as_ref().expect("registered").attempts, 1);
+    let model = played(settings, &steps[..7]);
+    assert_eq!(
+        status(&model, 0),
+        TaskStatus::Failed,
+        "the window has moved on"
+    );
+    assert_eq!(model.stats.limit_deaths, 1);
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// A restart intensity of one restart within 10 ms: `restart`s are not counted, the failure at
+/// 0 is, and the one at 4 ms is one too many. The supervisor ends with
+/// `RestartIntensityExceeded`: the task that failed stays `Failed` with its attempt counted,
+/// commands are refused, and the tasks are stopped in reverse start order, "a" only once "b"
+/// (which ignores its token) is dropped after its grace period.
+#[test]
+fn a_known_sequence_over_the_restart_intensity() {
+    quiet_injected_panics();
+    let steps = [
+        plain(0, false, Cooperation::Never),
+        plain(1, false, Cooperation::Ignores),
+        plain(2, false, Cooperation::Never),
+        Step::Restart(0),
+        Step::Restart(2),
+        Step::End(2, Ending::Fail),
+        Step::Advance(BASE_DELAY),
+        Step::End(2, Ending::Panic),
+        Step::Advance(GRACE - 1),
+        Step::Restart(0),
+        Step::Advance(1),
+    ];
+    let settings = Settings {
+        strategy: Restarts::OneForOne,
+        intensity: Some((1, 10)),
+    };
+    let model = played(settings, &steps[..8]);
+    assert_eq!(model.life, Life::ShuttingDown);
+    assert_eq!(
+        model.outcome,
+        Err(SupervisorError::RestartIntensityExceeded {
+            restarts: 2,
+            within: Duration::from_millis(10),
+        })
+    );
+    assert_eq!(status(&model, 2), TaskStatus::Failed);
+    assert_eq!(model.tasks[2].as_ref().expect("registered").attempts, 2);
+    assert!(model.has_run(0), "waits for the task started after it");
+    let model = played(settings, &steps[..9]);
+    assert!(model.has_run(0) && model.has_run(1));
+    let model = played(settings, &steps);
+    assert_eq!(model.life, Life::Stopped);
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// One for all: "b" fails; "a" (which ignores its token) and "d" (which returns when
+/// cancelled) are stopped and keep their status, temporary "c" is left running; the group
+/// starts, in start order, once "a" is dropped after its grace period, later than the back-off.
+#[test]
+fn a_known_sequence_of_a_group_restart_of_all() {
+    quiet_injected_panics();
+    let steps = [
+        plain(0, false, Cooperation::Ignores),
+        plain(1, false, Cooperation::Never),
+        spec(2, Cooperation::Never, RestartPolicy::Temporary, None),
+        plain(3, false, Cooperation::Returns),
+        Step::End(1, Ending::Fail),
+        Step::Advance(GRACE - 1),
+        Step::Advance(1),
+    ];
+    let settings = Settings {
+        strategy: Restarts::OneForAll,
+        intensity: None,
+    };
+    let model = played(settings, &steps[..5]);
+    let group = model.group.as_ref().expect("a pending group");
+    assert_eq!(group.members, [0, 1, 3]);
+    assert_eq!((group.stopping, group.not_before), (1, BASE_DELAY));
+    assert_eq!(status(&model, 0), TaskStatus::Healthy);
+    assert_eq!(status(&model, 3), TaskStatus::Healthy);
+    assert!(model.has_run(0) && model.has_run(2) && !model.has_run(3));
+    let model = played(settings, &steps[..6]);
+    assert!(model.group.is_some(), "waits for a");
+    let model = played(settings, &steps);
+    assert!(model.group.is_none());
+    assert!((0..TASKS).all(|task| model.has_run(task)));
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// Rest for one: "c" fails, and "d" is stopped with it; "a" fails while that group is pending
+/// and widens it to every task, with its own later back-off; "d" is killed and "b" restarted,
+/// which takes them out of the group; the group starts "a" and "c" when a's back-off is over.
+#[test]
+fn a_known_sequence_of_a_group_restart_of_the_rest() {
+    quiet_injected_panics();
+    let steps = [
+        plain(0, false, Cooperation::Never),
+        plain(1, false, Cooperation::Never),
+        plain(2, false, Cooperation::Never),
+        plain(3, false, Cooperation::Never),
+        Step::End(2, Ending::Fail),
+        Step::Advance(2),
+        Step::End(0, Ending::Fail),
+        Step::Kill(3),
+        Step::Restart(1),
+        Step::Advance(BASE_DELAY - 1),
+        Step::Advance(1),
+    ];
+    let settings = Settings {
+        strategy: Restarts::RestForOne,
+        intensity: None,
+    };
+    let model = played(settings, &steps[..5]);
+    assert_eq!(model.group.as_ref().expect("pending").members, [2, 3]);
+    assert!(model.has_run(0) && model.has_run(1));
+    let model = played(settings, &steps[..7]);
+    let group = model.group.as_ref().expect("pending");
+    assert_eq!(group.members, [2, 3, 0, 1]);
+    assert_eq!(group.not_before, 2 + BASE_DELAY, "the later back-off");
+    let model = played(settings, &steps[..9]);
+    assert!(model.has_run(1), "restarted on its own");
+    assert_eq!(status(&model, 3), TaskStatus::Dead);
+    let model = played(settings, &steps[..10]);
+    assert!(!model.has_run(0) && !model.has_run(2));
+    let model = played(settings, &steps);
+    assert!(model.has_run(0) && model.has_run(2) && !model.has_run(3));
+    assert_eq!(model.stats.widened, 1);
+    check_with(settings, &steps, false).expect("the supervisor follows the model");
+}
+
+/// Deadlines due at once: at 10 ms the group of "b" (which failed at 6 ms) is due to start,
+/// and "a", which declared heartbeats and never beat, is hung; under rest for one, a's failure
+/// takes "b" into a group of its own. The docs do not order the two, so the model tries both:
+/// the group first (b starts, and is stopped before its first poll: it never proves alive), or
+/// the hang first (b's pending start joins a's group, which starts after a's back-off).
+#[test]
+fn a_known_sequence_of_deadlines_due_at_once() {
+    quiet_injected_panics();
+    let steps = [
+        plain(0, true, Cooperation::Never),
+        plain(1, false, Cooperation::Ignores),
+        Step::Advance(TIMEOUT - BASE_DELAY),
+        Step::End(1, Ending::Fail),
+        Step::Advance(BASE_DELAY - 1),
+        Step::Advance(1),
+        Step::Advance(BASE_DELAY),
+    ];
+    let settings = Settings {
+        strategy: Restarts::RestForOne,
+        intensity: None,
+    };
+    let model = played(settings, &steps[..5]);
+    let orders = model.tick();
+    assert_eq!(orders.len(), 2, "{orders:#?}");
+    let (hang_first, group_first) = (&orders[0], &orders[1]);
+    assert_eq!(status(hang_first, 1), TaskStatus::Failed, "not started");
+    assert_eq!(status(group_first, 1), TaskStatus::Starting, "never polled");
+    assert!(
+        !group_first.has_run(1),
+        "dropped at once, though it ignores its token"
+    );
+    assert_eq!(group_first.stats.unpolled_stops, 1);
+    check_with(settings, &steps, false).expect("the supervisor follows one of the orders");
+}
+
 // ----- regressions found by the model and the soak -----
 
 /// Puppet-free helpers for the regressions.
