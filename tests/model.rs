@@ -365,6 +365,9 @@ struct ModelGroup {
     stopping: usize,
     /// The end of the latest back-off of the tasks whose failure made the group.
     not_before: u64,
+    /// Failed members still being stopped (they hung), with their back-off: it counts from
+    /// the end of the run, as under one-for-one.
+    backoffs_after_stop: Vec<(usize, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -862,8 +865,17 @@ impl Model {
             }
             Then::BackOff => self.schedule_restart(index),
             Then::Group => {
+                let now = self.now;
                 if let Some(group) = self.group.as_mut() {
                     group.stopping -= 1;
+                    if let Some(at) = group
+                        .backoffs_after_stop
+                        .iter()
+                        .position(|&(member, _)| member == index)
+                    {
+                        let (_, delay) = group.backoffs_after_stop.remove(at);
+                        group.not_before = group.not_before.max(now + delay);
+                    }
                 }
                 self.start_group_when_ready();
             }
@@ -988,7 +1000,8 @@ impl Model {
     /// but temporary and dead ones: running members are asked to stop, the pending restarts
     /// of the others are cancelled, and each keeps its status until it starts again.
     fn join_group(&mut self, failed: usize) {
-        let not_before = self.now + self.backoff(failed);
+        let delay = self.backoff(failed);
+        let hung = self.task(failed).run.is_some();
         let position = self
             .order
             .iter()
@@ -1008,7 +1021,11 @@ impl Model {
                 ModelGroup::default()
             }
         };
-        group.not_before = group.not_before.max(not_before);
+        if hung {
+            group.backoffs_after_stop.push((failed, delay));
+        } else {
+            group.not_before = group.not_before.max(self.now + delay);
+        }
         for position in affected {
             let index = self.order[position];
             let task = self.task(index);
@@ -1040,10 +1057,13 @@ impl Model {
             return false;
         }
         let waited_for = task.run.as_ref().is_some_and(|run| run.then == Then::Group);
-        if waited_for {
-            if let Some(group) = self.group.as_mut() {
+        if let Some(group) = self.group.as_mut() {
+            if waited_for {
                 group.stopping -= 1;
             }
+            group
+                .backoffs_after_stop
+                .retain(|&(member, _)| member != index);
         }
         waited_for
     }

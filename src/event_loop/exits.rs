@@ -54,14 +54,16 @@ impl EventLoop {
                 self.start(index);
             }
             AfterExit::BackOff => self.schedule_restart(index),
-            AfterExit::Group => self.group_member_stopped(),
-            AfterExit::Nothing => self.stop_next_in_reverse(),
+            AfterExit::Group => self.group_member_stopped(index),
+            AfterExit::Nothing => {}
             AfterExit::Decide => match outcome {
                 RunOutcome::Completed => self.complete(index),
                 RunOutcome::Failed(reason) => self.fail_and_restart(index, reason),
                 RunOutcome::Dropped { .. } => self.fail_and_restart(index, Arc::from("dropped")),
             },
         }
+        // A reverse stop moves on whatever the run that ended was waited for by.
+        self.stop_next_in_reverse();
     }
 
     /// A run failed before proving alive, and its driver started the next one in place: as if

@@ -35,6 +35,9 @@ pub(super) struct Group {
     /// The group starts no earlier than this (nanoseconds since the epoch): the end of the
     /// latest back-off of the tasks whose failure made it.
     pub(super) not_before: Nanos,
+    /// Failed members whose run is still being stopped (they hung), with their back-off: as
+    /// under one-for-one, a back-off counts from the end of the failed run.
+    pub(super) backoffs_after_stop: Vec<(u32, Duration)>,
 }
 
 impl EventLoop {
@@ -42,6 +45,11 @@ impl EventLoop {
     /// restarted, its restart counted: after its back-off alone under one-for-one, or with
     /// the tasks its failure affects under a group strategy.
     pub(super) fn restart_later(&mut self, index: usize) {
+        if self.ending.is_some() {
+            // Ending: nothing starts again, and no group may take the runs the end is
+            // stopping (a reverse stop waits for them one by one).
+            return;
+        }
         match self.config.strategy {
             Strategy::OneForOne => {
                 if self.slots[index].run.is_some() {
@@ -60,11 +68,14 @@ impl EventLoop {
     /// runs are asked to stop, their pending restarts cancelled.
     fn join_group(&mut self, strategy: Strategy, failed: usize) {
         let delay = self.backoff(failed);
-        let not_before = Instant::now()
-            .checked_add(delay)
-            .map_or(NEVER, |at| nanos_since(self.settings.epoch, at));
         let mut group = self.group.take().unwrap_or_default();
-        group.not_before = group.not_before.max(not_before);
+        if self.slots[failed].run.is_some() {
+            // Hung, and being stopped: its back-off counts from the end of its run.
+            group.backoffs_after_stop.push((failed as u32, delay));
+        } else {
+            let not_before = self.nanos_after(delay);
+            group.not_before = group.not_before.max(not_before);
+        }
         for index in strategy::affected(strategy, failed, self.slots.len()) {
             let slot = &mut self.slots[index];
             let joins = index == failed
@@ -101,13 +112,31 @@ impl EventLoop {
         self.start_group_when_ready();
     }
 
-    /// The run of a group member in `index` has ended, or it left the group (a kill, a manual
-    /// restart) while its run was ending.
-    pub(super) fn group_member_stopped(&mut self) {
-        if let Some(group) = self.group.as_mut() {
-            group.stopping -= 1;
+    /// The run of the group member in `index` has ended.
+    pub(super) fn group_member_stopped(&mut self, index: usize) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        group.stopping -= 1;
+        if let Some(at) = group
+            .backoffs_after_stop
+            .iter()
+            .position(|&(member, _)| member as usize == index)
+        {
+            let (_, delay) = group.backoffs_after_stop.swap_remove(at);
+            let not_before = self.nanos_after(delay);
+            if let Some(group) = self.group.as_mut() {
+                group.not_before = group.not_before.max(not_before);
+            }
         }
         self.start_group_when_ready();
+    }
+
+    /// `delay` from now, in nanoseconds since the epoch (`NEVER` past the clock's end).
+    fn nanos_after(&self, delay: Duration) -> Nanos {
+        Instant::now()
+            .checked_add(delay)
+            .map_or(NEVER, |at| nanos_since(self.settings.epoch, at))
     }
 
     /// Takes the task in `index` out of the pending group, for a command about it alone.
@@ -119,10 +148,13 @@ impl EventLoop {
         }
         slot.in_group = false;
         let waited_for = slot.run.is_some() && slot.after_exit == AfterExit::Group;
-        if waited_for {
-            if let Some(group) = self.group.as_mut() {
+        if let Some(group) = self.group.as_mut() {
+            if waited_for {
                 group.stopping -= 1;
             }
+            group
+                .backoffs_after_stop
+                .retain(|&(member, _)| member as usize != index);
         }
         waited_for
     }
