@@ -63,6 +63,22 @@ impl LoopTimer {
     }
 }
 
+/// Whether Tokio's clock is paused (`tokio::time::pause` or `start_paused`, in tests): it then
+/// stands still while real time moves. Unpaused, it reads the same monotonic clock as
+/// `std::time::Instant`, so it has moved once real time has. Costs a few clock reads.
+fn clock_is_paused() -> bool {
+    let before = Instant::now();
+    let real = std::time::Instant::now();
+    // The monotonic clock ticks in nanoseconds: a few spins at most.
+    for _ in 0..10_000 {
+        if std::time::Instant::now() != real {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    Instant::now() == before
+}
+
 /// Makes sure `deadlines` wakes `timer` (queued under `id`) at `tick` or earlier.
 fn queue(deadlines: &mut DeadlineQueue, timer: &mut Timer, id: u32, tick: Tick) {
     if timer.due != NEVER && tick < timer.queued {
@@ -217,6 +233,13 @@ impl EventLoop {
                 return true;
             }
         }
+        if clock_is_paused() {
+            // Paused, Tokio's time moves only when the program moves it: a wait in real time
+            // means nothing, and its wake-up from another thread, at a moment the OS picks,
+            // would make what a paused runtime does between two steps depend on thread
+            // scheduling (it made the model test flaky under load). The queued tick does it.
+            return false;
+        }
         self.precise_slots.push(index as u32);
         if self.precise.is_none() {
             // One wait at a time: a second silent run due earlier within the window falls back
@@ -284,5 +307,20 @@ impl EventLoop {
         if self.fail(index, reason, Some(silent_since)) {
             self.restart_later(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_is_paused;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_clock_is_seen_paused() {
+        assert!(clock_is_paused());
+    }
+
+    #[tokio::test]
+    async fn a_running_clock_is_not() {
+        assert!(!clock_is_paused());
     }
 }
