@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::error::{SupervisorError, SupervisorHandleError};
 use crate::message::{Message, NewTask};
+use crate::observe::events::Event;
 use crate::shared::{close, send, HandleInner, Shared};
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::status::{StatusChange, TaskStatus};
@@ -393,7 +394,57 @@ impl SupervisorHandle {
     /// # }
     /// ```
     pub fn status_changes(&self) -> broadcast::Receiver<StatusChange> {
-        self.shared().subscribe()
+        self.shared().status_changes.subscribe()
+    }
+
+    /// Every lifecycle event from now on: each run's start, proof of life, failure, panic,
+    /// hang, scheduled restart, completion, kill and death; blocked and unblocked polls; group
+    /// restarts; and the supervisor's own (intensity exceeded, stopping, stopped), in the
+    /// order the supervisor made them (blocked-poll events come from the watcher, as they are
+    /// seen). See [`EventKind`](crate::EventKind) for each.
+    ///
+    /// The stream holds the last 4096 events; a receiver that falls further behind gets
+    /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged) with how many it missed, and
+    /// then the newest events: a slow subscriber never slows the supervisor down. The last
+    /// event is [`EventKind::Stopped`](crate::EventKind::Stopped); then the stream ends. Nothing is built, and nothing is
+    /// paid, until the first subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use task_supervisor::{bail, task_fn, EventKind, SupervisorBuilder};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let handle = SupervisorBuilder::new()
+    ///     .with_base_restart_delay(Duration::from_millis(100))
+    ///     .with_restart_jitter(0.0)
+    ///     .build()
+    ///     .run();
+    /// let mut events = handle.events();
+    /// handle.add_task("flaky", task_fn(|| async { bail!("no route to host") })).unwrap();
+    ///
+    /// let kinds: Vec<EventKind> = [
+    ///     events.recv().await.unwrap(),
+    ///     events.recv().await.unwrap(),
+    ///     events.recv().await.unwrap(),
+    /// ]
+    /// .into_iter()
+    /// .map(|event| event.kind)
+    /// .collect();
+    /// assert_eq!(
+    ///     kinds,
+    ///     [
+    ///         EventKind::Started,
+    ///         EventKind::Failed { reason: "no route to host".into() },
+    ///         EventKind::RestartScheduled { delay: Duration::from_millis(100) },
+    ///     ]
+    /// );
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared().events.subscribe()
     }
 
     /// Waits until the supervisor has stopped and every run it started has ended, and says

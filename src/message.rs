@@ -51,15 +51,44 @@ pub(crate) struct RunId {
 #[derive(Debug)]
 pub(crate) enum RunOutcome {
     Completed,
-    /// Why it failed, as the task's status change and last failure will say it: the error's
-    /// message (formatted in the run, since formatting is user code), or `panicked: ` and the
-    /// panic's message.
-    Failed(Arc<str>),
+    Failed(Failure),
     /// The loop dropped it (after its grace period, or at once); `panicked` when a `Drop` of
     /// the run panicked meanwhile.
     Dropped {
         panicked: bool,
     },
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// As the task's status change and last failure say it: the error with its cause chain
+    /// (formatted in the run, since formatting is user code), `panicked: ` and the panic's
+    /// message, or a note that the run hung.
+    pub(crate) reason: Arc<str>,
+    pub(crate) kind: FailureKind,
+}
+
+/// How a run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// It returned an error.
+    Error,
+    /// It panicked (or making its instance did).
+    Panic,
+    /// It missed its heartbeat.
+    Hang,
+    /// It was dropped while nobody asked it to stop (its driver was cancelled).
+    Dropped,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: FailureKind, reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            reason: reason.into(),
+            kind,
+        }
+    }
 }
 
 /// The last report of a driver: how its last run ended, and the task's template, back.
@@ -77,7 +106,7 @@ pub(crate) struct RanAgain {
     /// The task's restart attempts, counting this one.
     pub(crate) attempts: u32,
     /// Why the last run failed.
-    pub(crate) reason: Arc<str>,
+    pub(crate) failure: Failure,
 }
 
 /// What a run tells the loop while it is running.

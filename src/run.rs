@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::context::RunShared;
-use crate::message::{Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress};
+use crate::message::{
+    Failure, FailureKind, Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress,
+};
 use crate::policy::restart::{self, Ending};
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
 use crate::unwind::{describe_panic, dispose, drop_guarded};
@@ -171,15 +173,15 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
             };
             let (outcome, alive) = match make_instance(template) {
                 Ok(task) => supervise(task, &report.shared, watched).await,
-                Err(reason) => (RunOutcome::Failed(reason), false),
+                Err(failure) => (RunOutcome::Failed(failure), false),
             };
-            let reason = match outcome {
-                RunOutcome::Failed(reason)
+            let failure = match outcome {
+                RunOutcome::Failed(failure)
                     if !alive
                         && may_restart_in_place(&report.shared, attempts)
                         && report.shared.renew(report.id.generation) =>
                 {
-                    reason
+                    failure
                 }
                 outcome => return report.send(outcome),
             };
@@ -190,7 +192,7 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
             let _ = events.send(Message::RanAgain(RanAgain {
                 id: report.id,
                 attempts,
-                reason,
+                failure,
             }));
             // Invariant 4: wait for the loop when it falls behind, then let others run. A stop
             // ends the wait: the check below sees it.
@@ -235,12 +237,15 @@ fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
 }
 
 /// Makes the run's instance; a panic doing so is the run's failure.
-fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>, Arc<str>> {
+fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>, Failure> {
     catch_unwind(AssertUnwindSafe(|| template.make_run())).map_err(|payload| {
-        Arc::from(format!(
-            "panicked: making the run's instance panicked: {}",
-            describe_panic(payload)
-        ))
+        Failure::new(
+            FailureKind::Panic,
+            format!(
+                "panicked: making the run's instance panicked: {}",
+                describe_panic(payload)
+            ),
+        )
     })
 }
 
@@ -351,7 +356,10 @@ impl AliveWatch {
 
 /// The failure a panic is: `panicked: ` and its message.
 fn panicked(payload: Box<dyn Any + Send>) -> RunOutcome {
-    RunOutcome::Failed(Arc::from(format!("panicked: {}", describe_panic(payload))))
+    RunOutcome::Failed(Failure::new(
+        FailureKind::Panic,
+        format!("panicked: {}", describe_panic(payload)),
+    ))
 }
 
 /// Formats an error with its whole cause chain (`{:#}`: `outer: cause: root cause`) and drops
@@ -365,7 +373,7 @@ fn outcome_of(result: TaskResult) -> RunOutcome {
     let formatted = catch_unwind(AssertUnwindSafe(|| format!("{error:#}")));
     let dropped = catch_unwind(AssertUnwindSafe(move || drop(error)));
     match (formatted, dropped) {
-        (Ok(message), Ok(())) => RunOutcome::Failed(Arc::from(message)),
+        (Ok(message), Ok(())) => RunOutcome::Failed(Failure::new(FailureKind::Error, message)),
         (Ok(_), Err(payload)) => panicked(payload),
         (Err(payload), dropped) => {
             if let Err(second) = dropped {

@@ -6,18 +6,23 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
-use tokio::sync::{broadcast, mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::{BuilderError, SupervisorError, SupervisorHandleError};
 use crate::message::Message;
+use crate::observe::events::Event;
+use crate::observe::stream::LazyBroadcast;
 use crate::registry::Registry;
 use crate::spec::{Overrides, TaskPolicy};
 use crate::status::StatusChange;
 
 /// How many status changes a slow subscriber may fall behind before it misses some.
 const STATUS_CHANGES_CAPACITY: usize = 4096;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENTS_CAPACITY: usize = 4096;
 
 /// What the handles and the loop share.
 pub(crate) struct Shared {
@@ -36,11 +41,10 @@ pub(crate) struct Shared {
     /// returns only once the loop's task itself is gone; a `wait` dropped halfway leaves it
     /// for the next.
     pub(crate) loop_task: Mutex<Option<JoinHandle<()>>>,
-    /// The status change stream: made on the first subscription, so a supervisor nobody
-    /// watches pays nothing, and closed by the loop when it ends.
-    status_changes: std::sync::Mutex<StatusChannel>,
-    /// Whether anyone ever subscribed: the loop's cheap check before it looks for a sender.
-    subscribed: AtomicBool,
+    /// The status change stream and the event stream: made on their first subscription, so a
+    /// supervisor nobody watches pays nothing, and closed by the loop when it ends.
+    pub(crate) status_changes: LazyBroadcast<StatusChange>,
+    pub(crate) events: LazyBroadcast<Event>,
     /// Set once the supervisor is ending (after the `Shutdown` message is sent, or when the loop
     /// gives up at the dead tasks threshold): drivers stop restarting runs in place at once, instead of when
     /// the loop gets to their stop.
@@ -55,12 +59,6 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Padded<T>(T);
-
-#[derive(Default)]
-struct StatusChannel {
-    sender: Option<broadcast::Sender<StatusChange>>,
-    closed: bool,
-}
 
 impl Shared {
     /// Tells handles whether the loop is waiting for its next event. The loop sets it before
@@ -111,8 +109,8 @@ impl Shared {
             sender,
             outcome: OnceLock::new(),
             loop_task: Mutex::new(None),
-            status_changes: std::sync::Mutex::default(),
-            subscribed: AtomicBool::new(false),
+            status_changes: LazyBroadcast::new(STATUS_CHANGES_CAPACITY),
+            events: LazyBroadcast::new(EVENTS_CAPACITY),
             loop_waiting: Padded(AtomicBool::new(false)),
             ending: Arc::new(AtomicBool::new(false)),
         }
@@ -155,42 +153,6 @@ impl Shared {
 
     fn children_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<HandleInner>>> {
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn status_channel(&self) -> std::sync::MutexGuard<'_, StatusChannel> {
-        self.status_changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A receiver of every status change from now on; closed at once if the loop has ended.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
-        let mut channel = self.status_channel();
-        if channel.closed {
-            // Its sender is dropped right away, so it reports `Closed` on its first receive.
-            return broadcast::channel(1).1;
-        }
-        let receiver = channel
-            .sender
-            .get_or_insert_with(|| broadcast::channel(STATUS_CHANGES_CAPACITY).0)
-            .subscribe();
-        self.subscribed.store(true, Ordering::Release);
-        receiver
-    }
-
-    /// The sender of status changes, if anyone has subscribed.
-    pub(crate) fn status_sender(&self) -> Option<broadcast::Sender<StatusChange>> {
-        if !self.subscribed.load(Ordering::Acquire) {
-            return None;
-        }
-        self.status_channel().sender.clone()
-    }
-
-    /// Ends the stream for every subscriber, once the loop holds no sender either.
-    pub(crate) fn close_status_changes(&self) {
-        let mut channel = self.status_channel();
-        channel.closed = true;
-        channel.sender = None;
     }
 }
 

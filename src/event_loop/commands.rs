@@ -10,6 +10,7 @@ use super::timers::LoopTimer;
 use super::{EventLoop, NEVER};
 use crate::error::SupervisorError;
 use crate::message::NewTask;
+use crate::observe::events::EventKind;
 use crate::policy::shutdown::ShutdownOrder;
 use crate::status::TaskStatus;
 use crate::unwind;
@@ -88,6 +89,9 @@ impl EventLoop {
             return;
         }
         let waited_for = self.leave_group(index);
+        if self.slots[index].status != TaskStatus::Dead {
+            self.report(Some(index), EventKind::Killed);
+        }
         self.set_status(index, TaskStatus::Dead, Some(Arc::from("killed")));
         let slot = &mut self.slots[index];
         if slot.run.is_some() {
@@ -114,6 +118,7 @@ impl EventLoop {
         }
         self.ending = Some(result);
         self.group = None;
+        self.report(None, EventKind::Stopping);
         self.shared
             .ending
             .store(true, std::sync::atomic::Ordering::Release);

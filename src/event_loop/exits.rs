@@ -9,7 +9,8 @@ use super::slot::{AfterExit, TimerKind};
 use super::{EventLoop, NEVER};
 use crate::deadline::nanos_since;
 use crate::error::SupervisorError;
-use crate::message::{RanAgain, RunExit, RunOutcome};
+use crate::message::{Failure, FailureKind, RanAgain, RunExit, RunOutcome};
+use crate::observe::events::EventKind;
 use crate::policy;
 use crate::policy::auto_shutdown::AutoShutdown;
 use crate::policy::backoff::{exponential_delay, with_jitter};
@@ -58,8 +59,10 @@ impl EventLoop {
             AfterExit::Nothing => {}
             AfterExit::Decide => match outcome {
                 RunOutcome::Completed => self.complete(index),
-                RunOutcome::Failed(reason) => self.fail_and_restart(index, reason),
-                RunOutcome::Dropped { .. } => self.fail_and_restart(index, Arc::from("dropped")),
+                RunOutcome::Failed(failure) => self.fail_and_restart(index, failure),
+                RunOutcome::Dropped { .. } => {
+                    self.fail_and_restart(index, Failure::new(FailureKind::Dropped, "dropped"))
+                }
             },
         }
         // A reverse stop moves on whatever the run that ended was waited for by.
@@ -73,7 +76,7 @@ impl EventLoop {
         let RanAgain {
             id,
             attempts,
-            reason,
+            failure,
         } = again;
         let index = id.slot as usize;
         let Some(slot) = self.slots.get_mut(index) else {
@@ -88,22 +91,31 @@ impl EventLoop {
             tracing::error!(task = %slot.name, "restart out of order; this is a bug in task-supervisor");
         }
         slot.generation = id.generation;
+        let stopping = run.stopping;
         self.shared
             .registry
-            .record_failure(index as u32, Arc::clone(&reason));
-        if run.stopping {
+            .record_failure(index as u32, Arc::clone(&failure.reason));
+        self.report_failure(index, &failure);
+        if stopping {
             // Asked to stop after the driver moved on: the stop is the new run's, and the
             // status stays what the stop made it.
             return;
         }
-        slot.attempts = attempts;
-        self.set_status(index, TaskStatus::Failed, Some(reason));
+        self.slots[index].attempts = attempts;
+        self.set_status(index, TaskStatus::Failed, Some(failure.reason));
+        self.report(
+            Some(index),
+            EventKind::RestartScheduled {
+                delay: Duration::ZERO,
+            },
+        );
         self.started(index);
     }
 
     /// The run in `index` returned `Ok(())`: `Completed`, and restarted after the base delay if
     /// its policy says so, with its restart count cleared (the run did its work).
     fn complete(&mut self, index: usize) {
+        self.report(Some(index), EventKind::Completed);
         self.set_status(index, TaskStatus::Completed, None);
         let slot = &mut self.slots[index];
         slot.healthy_since = NEVER;
@@ -122,10 +134,29 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn fail_and_restart(&mut self, index: usize, reason: Arc<str>) {
-        if self.fail(index, reason, None) {
+    pub(super) fn fail_and_restart(&mut self, index: usize, failure: Failure) {
+        if self.fail(index, failure, None) {
             self.restart_later(index);
         }
+    }
+
+    /// Reports how the run of the task in `index` failed: failed, panicked, or hung.
+    fn report_failure(&mut self, index: usize, failure: &Failure) {
+        let kind = match failure.kind {
+            FailureKind::Error | FailureKind::Dropped => EventKind::Failed {
+                reason: Arc::clone(&failure.reason),
+            },
+            FailureKind::Panic => EventKind::Panicked {
+                message: failure
+                    .reason
+                    .strip_prefix("panicked: ")
+                    .map_or_else(|| Arc::clone(&failure.reason), Arc::from),
+            },
+            FailureKind::Hang => EventKind::HeartbeatMissed {
+                timeout: self.slots[index].policy.timeout_threshold,
+            },
+        };
+        self.report(Some(index), kind);
     }
 
     /// Counts a failure of the task in `index`, whose run was healthy until `healthy_until`
@@ -136,9 +167,11 @@ impl EventLoop {
     pub(super) fn fail(
         &mut self,
         index: usize,
-        reason: Arc<str>,
+        failure: Failure,
         healthy_until: Option<Instant>,
     ) -> bool {
+        self.report_failure(index, &failure);
+        let reason = failure.reason;
         let slot = &mut self.slots[index];
         let stable_after = slot.policy.task_being_stable_after;
         let since = std::mem::replace(&mut slot.healthy_since, NEVER);
@@ -182,6 +215,12 @@ impl EventLoop {
         // `Dead`.
         self.slots[index].dead_of_failure = true;
         self.dead_of_failure += 1;
+        self.report(
+            Some(index),
+            EventKind::Dead {
+                reason: Arc::clone(&reason),
+            },
+        );
         self.set_status(index, TaskStatus::Dead, Some(Arc::clone(&reason)));
         self.check_dead_threshold();
         self.ended_for_good(index, Some(reason));
@@ -266,11 +305,12 @@ impl EventLoop {
             return Counted::Yes;
         }
         let limit = intensity.limit();
-        tracing::error!(
-            task = %self.slots[index].name,
-            max_restarts = limit.max_restarts,
-            within = ?limit.within,
-            "restart intensity exceeded; the supervisor stops"
+        self.report(
+            Some(index),
+            EventKind::IntensityExceeded {
+                restarts: limit.max_restarts.saturating_add(1),
+                within: limit.within,
+            },
         );
         self.give_up(SupervisorError::RestartIntensityExceeded {
             restarts: limit.max_restarts.saturating_add(1),
@@ -284,6 +324,7 @@ impl EventLoop {
     /// timer.
     pub(super) fn schedule_restart(&mut self, index: usize) {
         let delay = self.backoff(index);
+        self.report(Some(index), EventKind::RestartScheduled { delay });
         if delay.is_zero() {
             self.start(index);
         } else {

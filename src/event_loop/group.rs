@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::slot::{AfterExit, TimerKind};
 use super::{EventLoop, LoopTimer, NEVER};
 use crate::deadline::{nanos_since, Nanos};
+use crate::observe::events::EventKind;
 use crate::policy::strategy::{self, Strategy};
 use crate::spec::RestartPolicy;
 use crate::status::TaskStatus;
@@ -101,14 +102,10 @@ impl EventLoop {
                 }
             }
         }
-        tracing::info!(
-            task = %self.slots[failed].name,
-            ?strategy,
-            members = group.members.len(),
-            ?delay,
-            "a failure restarts a group of tasks"
-        );
+        let tasks = group.members.len();
         self.group = Some(group);
+        self.report(Some(failed), EventKind::GroupRestart { strategy, tasks });
+        self.report(Some(failed), EventKind::RestartScheduled { delay });
         self.start_group_when_ready();
     }
 

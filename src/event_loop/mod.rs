@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
@@ -48,6 +47,8 @@ use crate::context::RunSettings;
 use crate::deadline::{instant_of, DeadlineQueue, Tick};
 use crate::error::SupervisorError;
 use crate::message::{Message, NewTask};
+use crate::observe::events::{self, Event, EventKind};
+use crate::observe::stream::Publisher;
 use crate::policy::backoff::JitterSource;
 use crate::policy::window::RestartWindow;
 use crate::shared::Shared;
@@ -99,7 +100,8 @@ pub(crate) struct EventLoop {
     loop_timers: [Timer; LOOP_TIMERS],
     /// Set once the supervisor is ending, with how it ends.
     ending: Option<Result<(), SupervisorError>>,
-    status_sender: Option<broadcast::Sender<StatusChange>>,
+    status_changes: Publisher<StatusChange>,
+    events: Publisher<Event>,
 }
 
 /// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
@@ -108,7 +110,8 @@ struct StoppedOnDrop(Arc<Shared>);
 impl Drop for StoppedOnDrop {
     fn drop(&mut self) {
         self.0.registry.mark_stopped();
-        self.0.close_status_changes();
+        self.0.status_changes.close();
+        self.0.events.close();
     }
 }
 
@@ -154,7 +157,8 @@ impl EventLoop {
                 queued: NEVER,
             }),
             ending: None,
-            status_sender: None,
+            status_changes: Publisher::new(),
+            events: Publisher::new(),
         };
         for task in tasks {
             event_loop.push_slot(task);
@@ -213,7 +217,14 @@ impl EventLoop {
         // A precise wait in flight is woken and ends at once; it holds nothing of any task.
         self.precise = None;
 
-        self.status_sender = None;
+        self.report(
+            None,
+            EventKind::Stopped {
+                outcome: result.clone(),
+            },
+        );
+        self.status_changes.release();
+        self.events.release();
         let _ = self.shared.outcome.set(result);
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
@@ -286,29 +297,32 @@ impl EventLoop {
             self.dead_of_failure -= 1;
         }
         let name = &slot.name;
-        let why = reason.as_deref().unwrap_or_default();
-        match to {
-            TaskStatus::Failed => tracing::warn!(
-                task = %name,
-                reason = %why,
-                attempt = slot.attempts,
-                "task failed; it restarts after its back-off"
-            ),
-            TaskStatus::Dead => tracing::warn!(task = %name, reason = %why, "task is dead"),
-            TaskStatus::Completed => tracing::info!(task = %name, "task completed"),
-            _ => tracing::debug!(task = %name, %from, %to, "task status changed"),
-        }
-        if self.status_sender.is_none() {
-            self.status_sender = self.shared.status_sender();
-        }
-        if let Some(sender) = &self.status_sender {
-            // No receiver left is not an error: the stream is best effort for its readers.
-            let _ = sender.send(StatusChange {
+        self.status_changes
+            .publish(&self.shared.status_changes, || StatusChange {
                 task: Arc::clone(name),
                 from,
                 to,
                 reason,
             });
-        }
+    }
+
+    /// The one place an event is reported: logged through `tracing` at its level, and
+    /// published to the event stream if anyone subscribed. `index` is the task's slot; `None`
+    /// for the supervisor's own events.
+    fn report(&mut self, index: Option<usize>, kind: EventKind) {
+        let (task, attempt) = match index {
+            Some(index) => {
+                let slot = &self.slots[index];
+                (Some(&slot.name), slot.attempts)
+            }
+            None => (None, 0),
+        };
+        events::trace(task.map(|name| &**name), attempt, &kind);
+        self.events.publish(&self.shared.events, || Event {
+            task: task.cloned(),
+            attempt,
+            at: Instant::now(),
+            kind,
+        });
     }
 }

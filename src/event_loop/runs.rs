@@ -9,6 +9,7 @@ use super::{EventLoop, NEVER};
 use crate::context::RunShared;
 use crate::deadline::nanos_since;
 use crate::message::{Message, RunId, RunProgress};
+use crate::observe::events::EventKind;
 use crate::run::{self, DriverStart};
 use crate::status::TaskStatus;
 
@@ -77,6 +78,7 @@ impl EventLoop {
             self.significant_deaths.remove(&(index as u32));
         }
         self.set_status(index, TaskStatus::Starting, None);
+        self.report(Some(index), EventKind::Started);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.
             let first_beat_due = Instant::now().checked_add(self.config.health_check_initial_delay);
@@ -156,6 +158,7 @@ impl EventLoop {
         if progress.alive && slot.status == TaskStatus::Starting {
             slot.healthy_since = nanos_since(self.settings.epoch, Instant::now());
             self.set_status(index, TaskStatus::Healthy, None);
+            self.report(Some(index), EventKind::Healthy);
         }
         if let Some(last_beat) = watch_from {
             self.watch(index, last_beat);

@@ -1,7 +1,6 @@
 //! Time: back-off, heartbeat and grace deadlines, queued by tick, and the precise wait for a
 //! silent run's exact deadline.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,6 +8,7 @@ use tokio::time::Instant;
 use super::slot::{AfterExit, Timer, TimerKind};
 use super::{EventLoop, NEVER};
 use crate::deadline::{nanos_since, round_up, tick_of, DeadlineQueue, Nanos, Tick};
+use crate::message::{Failure, FailureKind};
 
 /// How close to its deadline a silent run must be for the loop to finish the wait off Tokio's
 /// millisecond timer (see [`EventLoop::approach`]).
@@ -301,10 +301,13 @@ impl EventLoop {
         if !self.stop_run(index, Some(generation)) {
             return;
         }
-        let reason = Arc::from(format!("hung: no heartbeat for {timeout:?}"));
+        let failure = Failure::new(
+            FailureKind::Hang,
+            format!("hung: no heartbeat for {timeout:?}"),
+        );
         // The silence was not healthy time: it must not earn the task its attempts back.
         self.slots[index].after_exit = AfterExit::Nothing;
-        if self.fail(index, reason, Some(silent_since)) {
+        if self.fail(index, failure, Some(silent_since)) {
             self.restart_later(index);
         }
     }
