@@ -62,6 +62,9 @@ pub(crate) struct DriverStart {
     pub(crate) watched: bool,
     /// The task's restart attempts so far.
     pub(crate) attempts: u32,
+    /// The span every poll and drop of the driver runs in (task name and attempt), if a
+    /// `tracing` subscriber wants it; boxed, so that a driver nobody traces pays a pointer.
+    pub(crate) span: Option<Box<tracing::Span>>,
 }
 
 /// Sends the driver's [`RunExit`] once, however the driver ends (invariant 2): with the last
@@ -112,9 +115,11 @@ impl Drop for ExitReport {
 /// The report is made here, before the driver's future exists, so that it is sent even when the
 /// loop aborts the driver before its first poll. The future captures it and uses it in place:
 /// it is dropped after whatever run is in flight (invariant 2), and not stored twice.
-pub(crate) fn drive(start: DriverStart) -> Driver<impl Future<Output = ()> + Send> {
+pub(crate) fn drive(mut start: DriverStart) -> Driver<impl Future<Output = ()> + Send> {
+    let span = start.span.take();
     Driver {
         future: Some(drive_runs(start)),
+        span,
     }
 }
 
@@ -128,11 +133,15 @@ pin_project_lite::pin_project! {
         // `None` only once dropped.
         #[pin]
         future: Option<F>,
+        // Entered around every poll and the drop: what the task logs says which task it is.
+        span: Option<Box<tracing::Span>>,
     }
 
     impl<F> PinnedDrop for Driver<F> {
         fn drop(this: Pin<&mut Self>) {
-            let mut future = this.project().future;
+            let this = this.project();
+            let _entered = this.span.as_deref().map(tracing::Span::enter);
+            let mut future = this.future;
             // The exit report, dropped last, sends its exit during this, unwinding or not.
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| future.set(None))) {
                 dispose(payload);
@@ -145,7 +154,9 @@ impl<F: Future> Future for Driver<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project().future.as_pin_mut() {
+        let this = self.project();
+        let _entered = this.span.as_deref().map(tracing::Span::enter);
+        match this.future.as_pin_mut() {
             Some(future) => future.poll(cx),
             None => Poll::Pending,
         }
@@ -159,6 +170,7 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
         shared,
         watched,
         mut attempts,
+        span: _,
     } = start;
     let mut report = ExitReport {
         id,
@@ -186,6 +198,8 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
                 outcome => return report.send(outcome),
             };
             attempts = attempts.saturating_add(1);
+            // The driver's span is the current one here (see `Driver`).
+            tracing::Span::current().record("attempt", attempts);
             report.id.generation = report.id.generation.wrapping_add(1);
             report.shared.report_renewal();
             let events = &report.shared.settings().events;

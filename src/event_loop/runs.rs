@@ -48,12 +48,15 @@ impl EventLoop {
                 ))
             });
         let watched = slot.declares_heartbeats;
+        let span = tracing::info_span!("run", task = %slot.name, attempt = slot.attempts);
+        let span = (!span.is_disabled()).then(|| Box::new(span));
         let driver = tokio::spawn(run::drive(DriverStart {
             id,
             template,
             shared: Arc::clone(&shared),
             watched,
             attempts: slot.attempts,
+            span,
         }));
         self.live_runs += 1;
         slot.run = Some(LiveRun {

@@ -136,7 +136,7 @@ pub(crate) fn trace(task: Option<&str>, attempt: u32, kind: &EventKind) {
             tracing::warn!(task, attempt, reason = %reason, "run failed")
         }
         EventKind::Panicked { message } => {
-            tracing::error!(task, attempt, message = %message, "run panicked")
+            tracing::error!(task, attempt, panic = %message, "run panicked")
         }
         EventKind::RestartScheduled { delay } => {
             tracing::info!(task, attempt, ?delay, "restart scheduled")
