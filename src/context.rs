@@ -5,10 +5,13 @@
 //!
 //! # Invariants
 //!
-//! 1. A heartbeat is one clock read, one atomic load and one atomic store. It allocates
-//!    nothing and takes no lock. Only a run's first beat also sends one message, so the loop
-//!    learns at once that the run is alive and starts watching it.
-//! 2. `last_beat` is `0` until the run's first beat, and a valid stamp from then on.
+//! 1. A heartbeat is one clock read, two atomic loads and one compare-and-swap, into the task's
+//!    place in the task table (see [`crate::table`]). It allocates nothing and takes no lock.
+//!    Only a run's first beat also sends one message, so the loop learns at once that the run
+//!    is alive and starts watching it.
+//! 2. A run's beat in the table is "none" until the run's first beat, and its latest stamp from
+//!    then on; a context that outlived its run cannot write into a later run's (invariant 2 of
+//!    the table).
 //! 3. Once the loop has asked a run to stop, the run's cancellation token is cancelled, whether
 //!    the run asked for the token before or after the stop.
 //! 4. One `RunShared` serves one run at a time. Its driver may hand it on to the next run in
@@ -36,6 +39,7 @@ use crate::message::{Message, RunId, RunProgress};
 use crate::shared::{HandleInner, Shared};
 use crate::spec::TaskPolicy;
 use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
+use crate::table::{self, TaskChunk, CHUNK};
 
 tokio::task_local! {
     static CURRENT_RUN: Arc<RunShared>;
@@ -78,16 +82,30 @@ pub(crate) struct RunSettings {
 }
 
 impl RunSettings {
-    /// Nanoseconds from the epoch to `instant`, plus one so that zero can mean "never".
+    /// Microseconds from the epoch to `instant`, rounded up (so that a deadline computed from
+    /// a beat is never early), plus one so that zero can mean "never"; at most what a beat can
+    /// hold (about eight years).
     pub(crate) fn stamp(&self, instant: Instant) -> u64 {
-        let nanos = instant.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+        stamp_since(self.epoch, instant)
     }
 
     /// The instant a [`stamp`](Self::stamp) stands for.
     pub(crate) fn instant_of(&self, stamp: u64) -> Instant {
-        self.epoch + Duration::from_nanos(stamp.saturating_sub(1))
+        instant_of_stamp(self.epoch, stamp)
     }
+}
+
+/// Microseconds from `epoch` to `instant`, rounded up, plus one (zero means "never"), and at
+/// most what a beat can hold.
+pub(crate) fn stamp_since(epoch: Instant, instant: Instant) -> u64 {
+    let nanos = instant.saturating_duration_since(epoch).as_nanos();
+    let micros = u64::try_from(nanos.div_ceil(1_000)).unwrap_or(u64::MAX);
+    micros.saturating_add(1).min(table::MAX_STAMP)
+}
+
+/// The instant a stamp of [`stamp_since`] stands for.
+pub(crate) fn instant_of_stamp(epoch: Instant, stamp: u64) -> Instant {
+    epoch + Duration::from_micros(stamp.saturating_sub(1))
 }
 
 /// State shared between one run and the loop.
@@ -99,8 +117,8 @@ pub(crate) struct RunShared {
     settings: Arc<RunSettings>,
     /// The task's policy, which its driver decides restarts in place by.
     policy: Arc<TaskPolicy>,
-    /// Stamp of the last heartbeat, `0` before the first one.
-    last_beat: AtomicU64,
+    /// The chunk of the task table that holds this task's beat.
+    table: Arc<TaskChunk>,
     /// The run's generation (high 32 bits) and its flags (`STOP`, `COOPERATIVE`).
     state: AtomicU64,
     /// Made on first request: most runs never ask for one.
@@ -108,16 +126,33 @@ pub(crate) struct RunShared {
 }
 
 impl RunShared {
-    pub(crate) fn new(id: RunId, settings: Arc<RunSettings>, policy: Arc<TaskPolicy>) -> Self {
-        Self {
+    pub(crate) fn new(
+        id: RunId,
+        settings: Arc<RunSettings>,
+        policy: Arc<TaskPolicy>,
+        table: Arc<TaskChunk>,
+    ) -> Self {
+        let shared = Self {
             slot: id.slot,
             unreported: AtomicU32::new(0),
             settings,
             policy,
-            last_beat: AtomicU64::new(0),
+            table,
             state: AtomicU64::new(state_of(id.generation)),
             token: OnceLock::new(),
-        }
+        };
+        shared.give_beat_to(id.generation);
+        shared
+    }
+
+    /// Gives the task's beat to the run of `generation`, which has not beaten yet. Done before
+    /// the run exists, so that no beat of an earlier run's context lands in this one's. A swap,
+    /// not a store: an earlier run's context may be beating at this instant, and its
+    /// compare-and-swap must see this write as the latest (a store would do on real hardware;
+    /// `loom`, tokio-rs/loom#389, only models a read-modify-write in the order it happened).
+    fn give_beat_to(&self, generation: u32) {
+        self.beat_cell()
+            .swap(table::beat_value(generation, 0), Ordering::AcqRel);
     }
 
     /// Makes this state new again for the run `id`. Only possible through `Arc::get_mut`, so
@@ -125,9 +160,9 @@ impl RunShared {
     pub(crate) fn reset(&mut self, id: RunId) {
         self.slot = id.slot;
         self.unreported = AtomicU32::new(0);
-        self.last_beat = AtomicU64::new(0);
         self.state = AtomicU64::new(state_of(id.generation));
         self.token = OnceLock::new();
+        self.give_beat_to(id.generation);
     }
 
     /// The run this state currently serves.
@@ -145,17 +180,27 @@ impl RunShared {
 
     /// Hands this state from run `generation` on to the next run, in place. Succeeds only when
     /// that run asked for no token and was not asked to stop (invariant 4): then no token needs
-    /// replacing, and no stop is lost. The caller has checked that the run never beat, so
-    /// `last_beat` is still `0`.
+    /// replacing, and no stop is lost. The caller has checked that the run never beat; the
+    /// beat is handed on to the next run too.
     pub(crate) fn renew(&self, generation: u32) -> bool {
-        self.state
+        let next = generation.wrapping_add(1);
+        let renewed = self
+            .state
             .compare_exchange(
                 state_of(generation),
-                state_of(generation.wrapping_add(1)),
+                state_of(next),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
-            .is_ok()
+            .is_ok();
+        if renewed {
+            self.give_beat_to(next);
+        }
+        renewed
+    }
+
+    fn beat_cell(&self) -> &AtomicU64 {
+        self.table.beat_cell(self.slot as usize % CHUNK)
     }
 
     /// Counts one more restart in place reported to the loop; returns how many are unhandled.
@@ -183,25 +228,24 @@ impl RunShared {
 
     pub(crate) fn beat(&self) {
         let stamp = self.settings.stamp(Instant::now());
-        if self.last_beat.load(Ordering::Relaxed) != 0 {
-            self.last_beat.store(stamp, Ordering::Relaxed);
-        } else if self.last_beat.swap(stamp, Ordering::Relaxed) == 0 {
+        let generation = self.generation();
+        if table::beat(self.beat_cell(), generation, stamp) {
             // The first beat, wherever it comes from (the run, or a task it handed its
             // context to). The loop may be gone (shutdown): then nobody needs the news.
             let _ = self.settings.events.send(Message::Progress(RunProgress {
-                id: self.id(),
+                id: RunId {
+                    slot: self.slot,
+                    generation,
+                },
                 alive: true,
                 beaten: true,
             }));
         }
     }
 
-    /// The stamp of the last heartbeat, `None` before the first one.
+    /// The stamp of the current run's last heartbeat, `None` before its first one.
     pub(crate) fn last_beat(&self) -> Option<u64> {
-        match self.last_beat.load(Ordering::Relaxed) {
-            0 => None,
-            stamp => Some(stamp),
-        }
+        table::beat_of(self.beat_cell().load(Ordering::Relaxed), self.generation())
     }
 
     pub(crate) fn token(&self) -> CancellationToken {
@@ -451,7 +495,40 @@ impl LoomRun {
             generation: 1,
         };
         Self {
-            shared: Arc::new(RunShared::new(id, settings, Arc::default())),
+            shared: Arc::new(RunShared::new(
+                id,
+                settings,
+                Arc::default(),
+                TaskChunk::new(),
+            )),
+            events: std::sync::Mutex::new(receiver),
+        }
+    }
+
+    /// The next run of the same task, as the loop starts it while something (a context the
+    /// last run gave away) still holds this run's state: a new state for the next generation,
+    /// over the same place in the task table, whose progress messages it counts.
+    pub fn next_run(&self) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let old = &self.shared;
+        let settings = Arc::new(RunSettings {
+            epoch: old.settings.epoch,
+            heartbeat_interval: old.settings.heartbeat_interval,
+            ending: Arc::default(),
+            events: sender,
+            supervisor: Weak::new(),
+        });
+        let id = RunId {
+            slot: old.slot,
+            generation: old.generation().wrapping_add(1),
+        };
+        Self {
+            shared: Arc::new(RunShared::new(
+                id,
+                settings,
+                Arc::default(),
+                Arc::clone(&old.table),
+            )),
             events: std::sync::Mutex::new(receiver),
         }
     }
@@ -531,6 +608,7 @@ mod tests {
                 supervisor: Weak::new(),
             }),
             Arc::default(),
+            TaskChunk::new(),
         ))
     }
 

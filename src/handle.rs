@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use crate::error::{SupervisorError, SupervisorHandleError};
 use crate::message::{Message, NewTask};
 use crate::observe::events::Event;
+use crate::observe::info::TaskInfo;
 use crate::shared::{close, send, HandleInner, Shared};
 use crate::spec::{TaskPolicy, TaskSpec};
 use crate::status::{StatusChange, TaskStatus};
@@ -305,6 +306,36 @@ impl SupervisorHandle {
         &self,
     ) -> Result<HashMap<String, TaskStatus>, SupervisorHandleError> {
         self.shared().registry.statuses()
+    }
+
+    /// Everything the supervisor knows about the task `name` (see [`TaskInfo`]), or `None` if
+    /// no task has that name.
+    ///
+    /// Read from what the supervisor last published, without a round trip to it.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    pub fn task_info(&self, name: &str) -> Result<Option<TaskInfo>, SupervisorHandleError> {
+        let shared = self.shared();
+        shared
+            .registry
+            .task_info(name, shared.epoch, |id| shared.blocked_for(id))
+    }
+
+    /// The [`TaskInfo`] of every registered task, in start order.
+    ///
+    /// Read as [`task_info`](Self::task_info) reads one, in one pass: it costs about what
+    /// [`task_statuses`](Self::task_statuses) does.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
+    pub fn task_infos(&self) -> Result<Vec<TaskInfo>, SupervisorHandleError> {
+        let shared = self.shared();
+        shared
+            .registry
+            .task_infos(shared.epoch, |id| shared.blocked_for(id))
     }
 
     /// The status of every registered task, with the name the supervisor holds for it.

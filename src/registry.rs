@@ -29,67 +29,41 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::SupervisorHandleError;
+use crate::observe;
+use crate::observe::info::TaskInfo;
 use crate::status::TaskStatus;
-use crate::sync::{AtomicU8, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::table::{TaskCells, TaskChunk, CHUNK};
 
-/// How many statuses one chunk of the status table holds (a few under `loom`, whose atomics
-/// are heavy).
-const CHUNK: usize = if cfg!(loom) { 4 } else { 256 };
-
-/// One chunk of the status table. Zeroed, every byte reads [`TaskStatus::Created`].
-type StatusChunk = [AtomicU8; CHUNK];
-
-// A task's place in its chunk fits a byte.
-const _: () = assert!(CHUNK <= 256);
-
-fn new_chunk() -> Arc<StatusChunk> {
-    const _: () = assert!(TaskStatus::Created.as_u8() == 0);
-    Arc::new(std::array::from_fn(|_| AtomicU8::new(0)))
-}
-
-/// One registered task, as the loop holds it: its id and the byte its status is published in.
+/// One registered task, as the loop holds it: its id and the chunk of the task table its
+/// fields are published in.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskEntry {
     /// The task's slot in the loop.
     pub(crate) id: u32,
-    /// The chunk of the status table that holds this task's byte.
-    chunk: Arc<StatusChunk>,
+    chunk: Arc<TaskChunk>,
 }
 
 impl TaskEntry {
-    /// Where to publish this task's statuses: its chunk, and its byte's place in the chunk
-    /// (which the loop keeps in its slot, where a byte costs nothing).
-    pub(crate) fn into_cell(self) -> (StatusCell, u8) {
-        // In range: `CHUNK <= 256`.
-        let offset = (self.id as usize % CHUNK) as u8;
-        (StatusCell(self.chunk), offset)
+    /// Where to publish this task's fields.
+    pub(crate) fn into_cells(self) -> TaskCells {
+        TaskCells::new(self.chunk, self.id)
     }
 
     #[cfg(loom)]
     pub(crate) fn status(&self) -> TaskStatus {
-        TaskStatus::from_u8(self.chunk[self.id as usize % CHUNK].load(Ordering::Acquire))
+        self.chunk.status(self.id as usize % CHUNK)
     }
 
     /// Publishes a status, as the loop would (unit and `loom` tests only).
     #[cfg(any(test, loom))]
     pub(crate) fn publish(&self, status: TaskStatus) {
-        let (cell, offset) = self.clone().into_cell();
-        cell.publish(offset, status);
-    }
-}
-
-/// The chunk of the status table one task's byte is in, as the loop keeps it in the task's slot
-/// (with the byte's place beside it). Half the size of a [`TaskEntry`].
-#[derive(Debug)]
-pub(crate) struct StatusCell(Arc<StatusChunk>);
-
-impl StatusCell {
-    /// Publishes a status into byte `offset` of the chunk, the place [`TaskEntry::into_cell`]
-    /// gave with this cell. Only the loop calls this (invariant 1).
-    pub(crate) fn publish(&self, offset: u8, status: TaskStatus) {
-        self.0[usize::from(offset)].store(status.as_u8(), Ordering::Release);
+        self.clone().into_cells().publish_status(status);
     }
 }
 
@@ -108,15 +82,15 @@ enum Lifecycle {
 struct Inner {
     /// Each name's id. Ids are dense: the `n`th task registered has id `n - 1`.
     by_name: HashMap<Arc<str>, u32>,
-    /// The status table: id `i` is byte `i % CHUNK` of chunk `i / CHUNK`. Only grows.
-    statuses: Vec<Arc<StatusChunk>>,
+    /// The task table: id `i` is place `i % CHUNK` of chunk `i / CHUNK`. Only grows.
+    statuses: Vec<Arc<TaskChunk>>,
     lifecycle: Lifecycle,
 }
 
 impl Inner {
     fn status(&self, id: u32) -> TaskStatus {
         let id = id as usize;
-        TaskStatus::from_u8(self.statuses[id / CHUNK][id % CHUNK].load(Ordering::Acquire))
+        self.statuses[id / CHUNK].status(id % CHUNK)
     }
 
     /// Gives the next task its id and its entry. The caller inserts the name.
@@ -124,7 +98,7 @@ impl Inner {
         let id = u32::try_from(self.by_name.len()).ok()?;
         let chunk_index = id as usize / CHUNK;
         if chunk_index == self.statuses.len() {
-            self.statuses.push(new_chunk());
+            self.statuses.push(TaskChunk::new());
         }
         // An id given before and undone (its `Add` was never sent) comes back with its byte
         // untouched: only the loop writes statuses, and it never heard of that id.
@@ -340,6 +314,81 @@ impl Registry {
         drop(inner);
         statuses.sort_unstable_by_key(|(id, ..)| *id);
         Ok(statuses)
+    }
+
+    /// The info of the task `name`, or `None` if no task has that name (see
+    /// [`observe::info`]).
+    pub(crate) fn task_info(
+        &self,
+        name: &str,
+        epoch: Instant,
+        blocked_for: impl Fn(u32) -> Option<Duration>,
+    ) -> Result<Option<TaskInfo>, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        let Some((name, &id)) = inner.by_name.get_key_value(name) else {
+            return Ok(None);
+        };
+        let name = Arc::clone(name);
+        let place = id as usize;
+        let published = inner.statuses[place / CHUNK].read(place % CHUNK);
+        drop(inner);
+        let failure = self
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(place)
+            .cloned()
+            .flatten();
+        let now = Instant::now();
+        Ok(Some(observe::info::info(
+            name,
+            &published,
+            failure,
+            blocked_for(id),
+            epoch,
+            now,
+        )))
+    }
+
+    /// The info of every task, in start order.
+    pub(crate) fn task_infos(
+        &self,
+        epoch: Instant,
+        blocked_for: impl Fn(u32) -> Option<Duration>,
+    ) -> Result<Vec<TaskInfo>, SupervisorHandleError> {
+        let inner = self.read();
+        if inner.lifecycle == Lifecycle::Stopped {
+            return Err(SupervisorHandleError::SupervisorStopped);
+        }
+        // Ids are dense: the names by id, then the table read in order, chunk by chunk.
+        let mut names: Vec<Option<Arc<str>>> = vec![None; inner.by_name.len()];
+        for (name, &id) in &inner.by_name {
+            if let Some(place) = names.get_mut(id as usize) {
+                *place = Some(Arc::clone(name));
+            }
+        }
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let infos = names
+            .into_iter()
+            .enumerate()
+            .filter_map(|(place, name)| {
+                let published = inner.statuses[place / CHUNK].read(place % CHUNK);
+                let failure = failures.get(place).cloned().flatten();
+                Some(observe::info::info(
+                    name?,
+                    &published,
+                    failure,
+                    blocked_for(place as u32),
+                    epoch,
+                    now,
+                ))
+            })
+            .collect();
+        Ok(infos)
     }
 
     /// The id of the task `name`.

@@ -27,6 +27,8 @@ const EVENTS_CAPACITY: usize = 4096;
 /// What the handles and the loop share.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
+    /// The zero of every stamp in the task table.
+    pub(crate) epoch: tokio::time::Instant,
     /// The supervisor's settings, for the handles to resolve and check a task's spec.
     pub(crate) config: Config,
     /// The policy of every task registered without a spec of its own.
@@ -103,6 +105,7 @@ impl Shared {
     ) -> Self {
         Self {
             registry: Registry::new(),
+            epoch: tokio::time::Instant::now(),
             config,
             default_policy,
             children: std::sync::Mutex::default(),
@@ -144,6 +147,11 @@ impl Shared {
         if children.get(&slot).is_some_and(|held| held.ptr_eq(child)) {
             children.remove(&slot);
         }
+    }
+
+    /// How long a poll of task `slot` has been blocking its thread, if one is now.
+    pub(crate) fn blocked_for(&self, _slot: u32) -> Option<std::time::Duration> {
+        None
     }
 
     /// The child supervisor the current run of task `slot` runs, if it runs one.

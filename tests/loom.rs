@@ -126,6 +126,64 @@ fn racing_first_beats_are_announced_once() {
     });
 }
 
+/// Table invariant 2: a context kept after its run ended beats while the loop starts the next
+/// run of the same task over the same place in the task table. The old beats never count for
+/// the new run: it has no beat until it beats itself, and its first beat is announced once.
+#[test]
+fn a_context_of_an_ended_run_never_beats_for_the_next_run() {
+    loom::model(|| {
+        let old = Arc::new(LoomRun::new());
+        let stale = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || {
+                old.beat();
+                old.beat();
+            })
+        };
+
+        let new = old.next_run();
+        let before_its_own = new.last_beat();
+        stale.join().unwrap();
+
+        assert_eq!(before_its_own, None, "an old beat counted for the new run");
+        assert_eq!(new.last_beat(), None, "an old beat counted for the new run");
+        assert_eq!(new.progress_messages(), 0);
+        new.beat();
+        assert!(new.last_beat().is_some());
+        assert_eq!(new.progress_messages(), 1);
+        assert_eq!(old.last_beat(), None, "the place belongs to the new run");
+    });
+}
+
+/// The new run beats for the first time while the old run's context still beats: its first
+/// beat is announced exactly once, and its beat is its own.
+#[test]
+fn a_new_runs_first_beat_racing_an_old_contexts_beat_is_announced_once() {
+    loom::model(|| {
+        let old = Arc::new(LoomRun::new());
+        old.beat();
+        let new = Arc::new(old.next_run());
+        let stale = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || old.beat())
+        };
+        let fresh = {
+            let new = Arc::clone(&new);
+            thread::spawn(move || new.beat())
+        };
+        stale.join().unwrap();
+        fresh.join().unwrap();
+
+        assert!(new.last_beat().is_some());
+        assert_eq!(new.progress_messages(), 1);
+        assert_eq!(
+            old.progress_messages(),
+            1,
+            "only its own first beat, before"
+        );
+    });
+}
+
 // ----- the stop handshake -----
 
 /// Context invariant 3: once the loop has asked a run to stop, the run's token is cancelled,

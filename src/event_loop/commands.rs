@@ -13,6 +13,7 @@ use crate::message::NewTask;
 use crate::observe::events::EventKind;
 use crate::policy::shutdown::ShutdownOrder;
 use crate::status::TaskStatus;
+use crate::table;
 use crate::unwind;
 
 impl EventLoop {
@@ -31,8 +32,8 @@ impl EventLoop {
                 "task id does not match its slot; this is a bug in task-supervisor"
             );
         }
-        // Its status goes to its own byte even if the id and the slot ever disagree.
-        let (status_cell, status_offset) = entry.into_cell();
+        // Its fields go to its own place even if the id and the slot ever disagree.
+        let cells = entry.into_cells();
         let declares_heartbeats = catch_unwind(AssertUnwindSafe(|| task.sends_heartbeats()))
             .unwrap_or_else(|payload| {
                 unwind::dispose(payload);
@@ -41,10 +42,15 @@ impl EventLoop {
         if policy.significant {
             self.significant.push(self.slots.len() as u32);
         }
+        let declares = if declares_heartbeats {
+            table::DECLARES_HEARTBEATS
+        } else {
+            0
+        };
+        cells.publish_flags(declares | table::policy_bits(policy.restart));
         self.slots.push(Slot {
             name,
-            status_cell,
-            status_offset,
+            cells,
             template: Some(task),
             policy,
             declares_heartbeats,

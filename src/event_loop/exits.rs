@@ -43,6 +43,7 @@ impl EventLoop {
             slot.generation = id.generation;
         }
         self.live_runs -= 1;
+        slot.cells.publish_ended();
         slot.template = Some(template);
         slot.spare_run = Some(run.shared);
         slot.timer.due = NEVER;
@@ -95,6 +96,8 @@ impl EventLoop {
         self.shared
             .registry
             .record_failure(index as u32, Arc::clone(&failure.reason));
+        let stamp = self.stamp_now();
+        self.slots[index].cells.publish_failed(stamp);
         self.report_failure(index, &failure);
         if stopping {
             // Asked to stop after the driver moved on: the stop is the new run's, and the
@@ -186,6 +189,9 @@ impl EventLoop {
         self.shared
             .registry
             .record_failure(index as u32, Arc::clone(&reason));
+        let stamp = self.stamp_now();
+        let slot = &mut self.slots[index];
+        slot.cells.publish_failed(stamp);
         let policy = &slot.policy;
         let restarts = policy::restart::policy_restarts(policy.restart, Ending::Failed)
             && policy::restart::attempts_left(policy.max_restart_attempts, slot.attempts);

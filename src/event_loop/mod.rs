@@ -43,7 +43,7 @@ use tokio::time::Instant;
 
 use crate::chunked::ChunkedVec;
 use crate::config::Config;
-use crate::context::RunSettings;
+use crate::context::{stamp_since, RunSettings};
 use crate::deadline::{instant_of, DeadlineQueue, Tick};
 use crate::error::SupervisorError;
 use crate::message::{Message, NewTask};
@@ -102,6 +102,9 @@ pub(crate) struct EventLoop {
     ending: Option<Result<(), SupervisorError>>,
     status_changes: Publisher<StatusChange>,
     events: Publisher<Event>,
+    /// The time of the current wake-up, read once, when first needed: what is published of it
+    /// (a run's start, a failure, an event) needs no more precision than that.
+    now: Option<Instant>,
 }
 
 /// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
@@ -123,7 +126,7 @@ impl EventLoop {
         tasks: Vec<NewTask>,
     ) -> Self {
         let settings = Arc::new(RunSettings {
-            epoch: Instant::now(),
+            epoch: shared.epoch,
             heartbeat_interval: config.heartbeat_interval,
             ending: Arc::clone(&shared.ending),
             events: shared.sender.clone(),
@@ -159,6 +162,7 @@ impl EventLoop {
             ending: None,
             status_changes: Publisher::new(),
             events: Publisher::new(),
+            now: None,
         };
         for task in tasks {
             event_loop.push_slot(task);
@@ -188,6 +192,7 @@ impl EventLoop {
                     Some(tick)
                 });
             }
+            self.now = None;
             // From here until an arm runs, a handle's message may find the loop waiting.
             self.shared.set_loop_waiting(true);
             // Unbiased: with many runs failing at once, messages are always ready, and a fixed
@@ -290,7 +295,8 @@ impl EventLoop {
             "{from} -> {to} is not an edge (invariant 3)"
         );
         slot.status = to;
-        slot.status_cell.publish(slot.status_offset, to);
+        slot.cells.publish_status(to);
+        slot.cells.publish_attempt(slot.attempts);
         // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
             slot.dead_of_failure = false;
@@ -306,6 +312,17 @@ impl EventLoop {
             });
     }
 
+    /// The time of the current wake-up (see the `now` field).
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
+    /// A stamp of the time of the current wake-up, for the task table.
+    fn stamp_now(&mut self) -> u64 {
+        let now = self.now();
+        stamp_since(self.settings.epoch, now)
+    }
+
     /// The one place an event is reported: logged through `tracing` at its level, and
     /// published to the event stream if anyone subscribed. `index` is the task's slot; `None`
     /// for the supervisor's own events.
@@ -318,10 +335,12 @@ impl EventLoop {
             None => (None, 0),
         };
         events::trace(task.map(|name| &**name), attempt, &kind);
+        // Nothing is cloned, and the clock is not read, unless someone subscribed.
+        let (slots, now) = (&self.slots, &mut self.now);
         self.events.publish(&self.shared.events, || Event {
-            task: task.cloned(),
+            task: index.map(|index| Arc::clone(&slots[index].name)),
             attempt,
-            at: Instant::now(),
+            at: *now.get_or_insert_with(Instant::now),
             kind,
         });
     }

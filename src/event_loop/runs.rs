@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::slot::{AfterExit, LiveRun, TimerKind};
 use super::{EventLoop, NEVER};
-use crate::context::RunShared;
+use crate::context::{stamp_since, RunShared};
 use crate::deadline::nanos_since;
 use crate::message::{Message, RunId, RunProgress};
 use crate::observe::events::EventKind;
@@ -45,6 +45,7 @@ impl EventLoop {
                     id,
                     Arc::clone(&self.settings),
                     Arc::clone(&slot.policy),
+                    Arc::clone(slot.cells.chunk()),
                 ))
             });
         let watched = slot.declares_heartbeats;
@@ -81,6 +82,12 @@ impl EventLoop {
             self.significant_deaths.remove(&(index as u32));
         }
         self.set_status(index, TaskStatus::Starting, None);
+        let stamp = self.stamp_now();
+        let slot = &self.slots[index];
+        if slot.generation > 1 {
+            slot.cells.count_restart();
+        }
+        slot.cells.publish_started(stamp);
         self.report(Some(index), EventKind::Started);
         if watched {
             // An initial delay too long for the clock means the first beat is never due.
@@ -159,7 +166,10 @@ impl EventLoop {
             None
         };
         if progress.alive && slot.status == TaskStatus::Starting {
-            slot.healthy_since = nanos_since(self.settings.epoch, Instant::now());
+            let now = *self.now.get_or_insert_with(Instant::now);
+            slot.healthy_since = nanos_since(self.settings.epoch, now);
+            slot.cells
+                .publish_healthy(stamp_since(self.settings.epoch, now));
             self.set_status(index, TaskStatus::Healthy, None);
             self.report(Some(index), EventKind::Healthy);
         }

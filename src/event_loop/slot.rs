@@ -6,9 +6,9 @@ use tokio::task::AbortHandle;
 
 use crate::context::RunShared;
 use crate::deadline::{Nanos, Tick};
-use crate::registry::StatusCell;
 use crate::spec::TaskPolicy;
 use crate::status::TaskStatus;
+use crate::table::TaskCells;
 use crate::task::TaskTemplate;
 
 /// What to do when the live run's exit arrives.
@@ -62,10 +62,8 @@ pub(super) struct LiveRun {
 /// in the smallest form: its id is its index, times are nanoseconds since the loop's epoch.
 pub(super) struct Slot {
     pub(super) name: Arc<str>,
-    /// Where the task's status is published: a chunk of the status table, and the byte's
-    /// place in it.
-    pub(super) status_cell: StatusCell,
-    pub(super) status_offset: u8,
+    /// Where the task's fields are published for handles to read: its place in the table.
+    pub(super) cells: TaskCells,
     /// `None` while a driver holds it.
     pub(super) template: Option<Box<dyn TaskTemplate>>,
     /// What the task's runs are decided by; shared with every task of the same settings.

@@ -2,4 +2,5 @@
 //! that carry them. Nothing here decides anything; the loop reports, this module publishes.
 
 pub(crate) mod events;
+pub(crate) mod info;
 pub(crate) mod stream;
