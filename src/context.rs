@@ -54,6 +54,10 @@ const COOPERATIVE: u64 = 2;
 /// child to drop every run at once instead of dropping the run itself, so that the run still
 /// ends only after every run of the child has ended (invariant 10 of the loop).
 const STOPS_ITS_CHILD: u64 = 4;
+/// Set by the loop on a run that stops its child, when its grace period is over: the run's
+/// child must drop every run at once (the loop tells it, or the run does when it links the
+/// child after the loop looked).
+const FORCED: u64 = 8;
 /// The flags live in the low bits of the state word, the generation in the high 32.
 const GENERATION_SHIFT: u32 = 32;
 
@@ -267,6 +271,12 @@ impl RunShared {
         self.state.load(Ordering::Acquire) & STOPS_ITS_CHILD != 0
     }
 
+    /// The loop's grace for this run (which stops its child) is over: its child must drop
+    /// every run at once. Only the flag is set here; see [`TaskContext::adopt_child`].
+    pub(crate) fn force(&self) {
+        self.state.fetch_or(FORCED, Ordering::AcqRel);
+    }
+
     /// Whether the loop has asked the current run to stop. Unlike
     /// [`is_stop_requested`](Self::is_stop_requested), this is the driver's look and marks
     /// nothing.
@@ -434,15 +444,30 @@ impl TaskContext {
         self.run.settings.heartbeat_interval
     }
 
-    /// Makes `child`, the supervisor this run runs, reachable from the parent's handle, and
-    /// has the parent stop it (rather than drop this run) when the run's grace period is
-    /// over. The link is undone when the returned guard is dropped.
+    /// Declares that this run runs a child supervisor: the parent will not drop it when its
+    /// grace period is over, but have its child drop every run of its own, so that the run
+    /// ends only after the child has. Called before the run can be stopped at all (before it
+    /// asks for its token), so that no stop finds it undeclared.
+    pub(crate) fn will_run_a_child(&self) {
+        self.run.state.fetch_or(STOPS_ITS_CHILD, Ordering::AcqRel);
+    }
+
+    /// Makes `child`, the supervisor this run runs, reachable from the parent's handle. If the
+    /// parent already gave up waiting for the run (it forced it before the child existed), the
+    /// child is told at once to drop every run. The link is undone when the returned guard is
+    /// dropped.
     pub(crate) fn adopt_child(&self, child: Weak<HandleInner>) -> ChildLink {
         let slot = self.run.id().slot;
-        self.run.state.fetch_or(STOPS_ITS_CHILD, Ordering::AcqRel);
         let supervisor = self.run.settings.supervisor.clone();
         if let Some(shared) = supervisor.upgrade() {
             shared.adopt_child(slot, child.clone());
+        }
+        // After the link (a mutex the loop's look takes too): a force that looked before it
+        // is seen here; one that looks after it finds the child. Telling it twice is harmless.
+        if self.run.state.load(Ordering::Acquire) & FORCED != 0 {
+            if let Some(child) = child.upgrade() {
+                let _ = child.shared.sender.send(Message::DropEveryRun);
+            }
         }
         ChildLink {
             supervisor,

@@ -111,6 +111,8 @@ impl SupervisedTask for ChildSupervisor {
                 "a child supervisor runs only as a task of another supervisor",
             ));
         };
+        // Before the token: from now on no stop drops this run (see `adopt_child`).
+        context.will_run_a_child();
         let stop = context.cancellation_token();
         let child = (self.make)().build().run();
         let _link = context.adopt_child(child.downgrade());

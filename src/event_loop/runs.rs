@@ -134,10 +134,12 @@ impl EventLoop {
         }
         run.aborted = true;
         if run.shared.stops_its_child() {
+            // Never dropped: it ends once its child has (invariant 10 of `tree`).
+            run.shared.force();
             if let Some(child) = self.shared.child_of(index as u32) {
                 let _ = child.shared.sender.send(Message::DropEveryRun);
-                return;
             }
+            return;
         }
         run.abort.abort();
     }
