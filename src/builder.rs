@@ -35,6 +35,7 @@ use crate::task::SupervisedTask;
 /// | [`with_strategy`](Self::with_strategy) | one for one | a failure should not disturb tasks that do not depend on it |
 /// | [`with_shutdown_order`](Self::with_shutdown_order) | concurrent | the fastest way down for independent tasks |
 /// | [`with_shutdown_timeout`](Self::with_shutdown_timeout) | none | each run's grace period bounds its stop already |
+/// | [`with_blocked_poll_threshold`](Self::with_blocked_poll_threshold) | 100 ms | a thousand times what Tokio asks of a poll, far below a heartbeat timeout |
 /// | [`with_auto_shutdown`](Self::with_auto_shutdown) | never | a supervisor lives until it is told to stop, as OTP's does |
 /// | [`with_restart_intensity`](Self::with_restart_intensity) | none | each task's own limits bound its restarts; a supervisor-wide bound is a choice of the service |
 ///
@@ -318,6 +319,47 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn with_shutdown_timeout(mut self, bound: Duration) -> Self {
         self.config.shutdown_timeout = Some(bound);
+        self
+    }
+
+    /// From what length a single poll of a task, one that holds its worker thread without
+    /// yielding (a synchronous sleep, a CPU loop, a `std` mutex held too long), is reported
+    /// while it blocks: as an [`EventKind::Blocked`](crate::EventKind::Blocked) event, a
+    /// warning through `tracing`, the task's [`TaskInfo::blocked_for`](crate::TaskInfo), and a
+    /// metric; then as `Unblocked` once the poll returns. Such a poll cannot be interrupted,
+    /// by this crate or any other: it is reported so that someone can find it.
+    ///
+    /// The default, 100 ms, is a thousand times what Tokio asks of a task between two awaits
+    /// (10 to 100 us), so no well-behaved poll comes near it, and still far below a heartbeat
+    /// timeout. A watcher on an OS thread of its own (one for every supervisor of the process)
+    /// samples each thread that polls a supervised run every quarter of the threshold, so a
+    /// block is seen between the threshold and a quarter more. The poll itself pays a
+    /// thread-local lookup and three stores. Turn it off with
+    /// [`without_blocked_poll_detection`](Self::without_blocked_poll_detection).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use task_supervisor::SupervisorBuilder;
+    ///
+    /// // A latency-sensitive service: report any poll longer than 20 ms.
+    /// let supervisor = SupervisorBuilder::new()
+    ///     .with_blocked_poll_threshold(Duration::from_millis(20))
+    ///     .build();
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_blocked_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.config.blocked_poll_threshold = Some(threshold);
+        self
+    }
+
+    /// Turns blocked-poll detection off: polls are not marked, and no watcher thread runs for
+    /// this supervisor.
+    #[must_use]
+    pub fn without_blocked_poll_detection(mut self) -> Self {
+        self.config.blocked_poll_threshold = None;
         self
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_order: ShutdownOrder,
     /// How long the supervisor's end may take before every run still alive is dropped.
     pub(crate) shutdown_timeout: Option<Duration>,
+    /// From what length a poll of a task is reported as blocking its thread; `None`: never.
+    pub(crate) blocked_poll_threshold: Option<Duration>,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             strategy: Strategy::OneForOne,
             shutdown_order: ShutdownOrder::Concurrent,
             shutdown_timeout: None,
+            blocked_poll_threshold: Some(crate::observe::blocked::DEFAULT_THRESHOLD),
         }
     }
 }

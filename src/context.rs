@@ -83,6 +83,8 @@ pub(crate) struct RunSettings {
     /// The supervisor's shared state, for a run that runs a child supervisor to make it
     /// reachable from the parent's handle.
     pub(crate) supervisor: Weak<Shared>,
+    /// The id the blocked-poll watcher knows the supervisor by, if it watches its polls.
+    pub(crate) poll_watch: Option<u32>,
 }
 
 impl RunSettings {
@@ -167,6 +169,11 @@ impl RunShared {
         self.state = AtomicU64::new(state_of(id.generation));
         self.token = OnceLock::new();
         self.give_beat_to(id.generation);
+    }
+
+    /// The task's slot.
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// The run this state currently serves.
@@ -514,6 +521,7 @@ impl LoomRun {
             ending: Arc::default(),
             events: sender,
             supervisor: Weak::new(),
+            poll_watch: None,
         });
         let id = RunId {
             slot: 0,
@@ -542,6 +550,7 @@ impl LoomRun {
             ending: Arc::default(),
             events: sender,
             supervisor: Weak::new(),
+            poll_watch: None,
         });
         let id = RunId {
             slot: old.slot,
@@ -631,6 +640,7 @@ mod tests {
                 ending: Arc::default(),
                 events: tokio::sync::mpsc::unbounded_channel().0,
                 supervisor: Weak::new(),
+                poll_watch: None,
             }),
             Arc::default(),
             TaskChunk::new(),

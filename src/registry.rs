@@ -391,6 +391,23 @@ impl Registry {
         Ok(infos)
     }
 
+    /// The name and restart count of task `id` (a scan of every name: for the rare report of a
+    /// blocked poll only).
+    pub(crate) fn name_and_attempt(&self, id: u32) -> Option<(Arc<str>, u32)> {
+        let inner = self.read();
+        let name = inner
+            .by_name
+            .iter()
+            .find_map(|(name, &other)| (other == id).then(|| Arc::clone(name)))?;
+        let place = id as usize;
+        let attempt = inner
+            .statuses
+            .get(place / CHUNK)?
+            .read(place % CHUNK)
+            .attempt;
+        Some((name, attempt))
+    }
+
     /// The id of the task `name`.
     pub(crate) fn id_of(&self, name: &str) -> Result<u32, SupervisorHandleError> {
         let inner = self.read();

@@ -41,6 +41,7 @@ use crate::context::RunShared;
 use crate::message::{
     Failure, FailureKind, Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress,
 };
+use crate::observe::blocked::{task_key, Polling};
 use crate::policy::restart::{self, Ending};
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
 use crate::unwind::{describe_panic, dispose, drop_guarded};
@@ -341,6 +342,11 @@ impl AliveWatch {
         let Some(running) = running.as_pin_mut() else {
             return Poll::Ready(Ok(Ok(())));
         };
+        // Marks this thread as inside a poll of the task, for the blocked-poll watcher.
+        let _polling = shared
+            .settings()
+            .poll_watch
+            .map(|supervisor| Polling::enter(task_key(supervisor, shared.slot())));
         match catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
             Ok(Poll::Pending) => {
                 self.polled_alive = true;

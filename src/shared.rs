@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// The handle of each child supervisor that a run of one of its tasks is running, by
     /// slot; weak, so that only the runs keep their children alive.
     children: std::sync::Mutex<HashMap<u32, Weak<HandleInner>>>,
+    /// Since when a poll of each task reported blocked has been blocking, by slot (written by
+    /// the blocked-poll watcher).
+    blocked: std::sync::Mutex<HashMap<u32, std::time::Instant>>,
     pub(crate) sender: mpsc::UnboundedSender<Message>,
     /// How the supervisor ended, set by the loop just before it returns.
     pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
@@ -109,6 +112,7 @@ impl Shared {
             config,
             default_policy,
             children: std::sync::Mutex::default(),
+            blocked: std::sync::Mutex::default(),
             sender,
             outcome: OnceLock::new(),
             loop_task: Mutex::new(None),
@@ -150,8 +154,23 @@ impl Shared {
     }
 
     /// How long a poll of task `slot` has been blocking its thread, if one is now.
-    pub(crate) fn blocked_for(&self, _slot: u32) -> Option<std::time::Duration> {
-        None
+    pub(crate) fn blocked_for(&self, slot: u32) -> Option<std::time::Duration> {
+        let blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        blocked.get(&slot).map(std::time::Instant::elapsed)
+    }
+
+    /// Records that a poll of task `slot` has been blocking since `since`, or (`None`) no
+    /// longer. Only the blocked-poll watcher calls this.
+    pub(crate) fn set_blocked(&self, slot: u32, since: Option<std::time::Instant>) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        match since {
+            Some(since) => {
+                blocked.insert(slot, since);
+            }
+            None => {
+                blocked.remove(&slot);
+            }
+        }
     }
 
     /// The child supervisor the current run of task `slot` runs, if it runs one.

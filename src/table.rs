@@ -135,6 +135,12 @@ impl TaskCells {
         &self.chunk
     }
 
+    /// The stamp of the current run's start, as published (zero: no run).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn started(&self) -> u64 {
+        self.chunk.started[self.place()].load(Ordering::Relaxed)
+    }
+
     pub(crate) fn publish_status(&self, status: TaskStatus) {
         self.chunk.status[self.place()].store(status.as_u8(), Ordering::Release);
     }

@@ -48,6 +48,8 @@ impl EventLoop {
             0
         };
         cells.publish_flags(declares | table::policy_bits(policy.restart));
+        #[cfg(feature = "metrics")]
+        crate::observe::metrics::status_changed(None, TaskStatus::Created);
         self.slots.push(Slot {
             name,
             cells,

@@ -43,6 +43,18 @@ impl EventLoop {
             slot.generation = id.generation;
         }
         self.live_runs -= 1;
+        #[cfg(feature = "metrics")]
+        {
+            let started = slot.cells.started();
+            let now = *self.now.get_or_insert_with(Instant::now);
+            if started != 0 {
+                let began = crate::context::instant_of_stamp(self.settings.epoch, started);
+                crate::observe::metrics::run_ended(
+                    &slot.name,
+                    now.saturating_duration_since(began),
+                );
+            }
+        }
         slot.cells.publish_ended();
         slot.template = Some(template);
         slot.spare_run = Some(run.shared);

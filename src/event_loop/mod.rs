@@ -47,6 +47,7 @@ use crate::context::{stamp_since, RunSettings};
 use crate::deadline::{instant_of, DeadlineQueue, Tick};
 use crate::error::SupervisorError;
 use crate::message::{Message, NewTask};
+use crate::observe::blocked;
 use crate::observe::events::{self, Event, EventKind};
 use crate::observe::stream::Publisher;
 use crate::policy::backoff::JitterSource;
@@ -108,13 +109,16 @@ pub(crate) struct EventLoop {
 }
 
 /// Marks the supervisor stopped however the loop ends, including when its runtime drops it.
-struct StoppedOnDrop(Arc<Shared>);
+struct StoppedOnDrop(Arc<Shared>, Option<u32>);
 
 impl Drop for StoppedOnDrop {
     fn drop(&mut self) {
         self.0.registry.mark_stopped();
         self.0.status_changes.close();
         self.0.events.close();
+        if let Some(watched) = self.1 {
+            blocked::unwatch(watched);
+        }
     }
 }
 
@@ -131,6 +135,9 @@ impl EventLoop {
             ending: Arc::clone(&shared.ending),
             events: shared.sender.clone(),
             supervisor: Arc::downgrade(&shared),
+            poll_watch: config
+                .blocked_poll_threshold
+                .map(|threshold| blocked::watch(&shared, threshold)),
         });
         let jitter = config
             .jitter_seed
@@ -172,7 +179,7 @@ impl EventLoop {
 
     /// Runs the supervisor until it has ended and every run is gone.
     pub(crate) async fn run(mut self) {
-        let _stopped = StoppedOnDrop(Arc::clone(&self.shared));
+        let _stopped = StoppedOnDrop(Arc::clone(&self.shared), self.settings.poll_watch);
         for index in 0..self.slots.len() {
             self.start(index);
         }
@@ -234,6 +241,8 @@ impl EventLoop {
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
         for slot in self.slots.take_all() {
+            #[cfg(feature = "metrics")]
+            crate::observe::metrics::task_gone(slot.status);
             unwind::drop_guarded(slot);
         }
         // Commands that arrived as the supervisor ended may hold tasks too.
@@ -296,6 +305,8 @@ impl EventLoop {
         );
         slot.status = to;
         slot.cells.publish_status(to);
+        #[cfg(feature = "metrics")]
+        crate::observe::metrics::status_changed(Some(from), to);
         slot.cells.publish_attempt(slot.attempts);
         // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
@@ -335,6 +346,10 @@ impl EventLoop {
             None => (None, 0),
         };
         events::trace(task.map(|name| &**name), attempt, &kind);
+        #[cfg(feature = "metrics")]
+        if let Some(task) = task {
+            crate::observe::metrics::record(task, &kind);
+        }
         // Nothing is cloned, and the clock is not read, unless someone subscribed.
         let (slots, now) = (&self.slots, &mut self.now);
         self.events.publish(&self.shared.events, || Event {
