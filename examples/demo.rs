@@ -1,5 +1,6 @@
-//! A 15-second tour: tasks that complete, fail, panic and hang, with a status table every
-//! second. Run it with `cargo run --example demo`.
+//! A 15-second tour: tasks that complete, fail, panic, hang and block their thread, with the
+//! supervisor's events as they arrive and a status table every second. Run it with
+//! `cargo run --example demo`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use task_supervisor::{
-    async_trait, bail, heartbeat, SupervisedTask, SupervisorBuilder, TaskContext, TaskResult,
+    async_trait, bail, heartbeat, EventKind, SupervisedTask, SupervisorBuilder, TaskContext,
+    TaskResult,
 };
 
 /// What a demo task does on each run.
@@ -23,6 +25,8 @@ enum Behaviour {
     Hangs(Duration),
     /// Beats forever and finishes cleanly when cancelled.
     Serves,
+    /// Blocks its thread for a moment (a synchronous sleep inside a poll) every few seconds.
+    Blocks(Duration),
 }
 
 #[derive(Clone)]
@@ -60,6 +64,11 @@ impl SupervisedTask for DemoTask {
                 // Stuck: no more beats, never returns.
                 std::future::pending().await
             }
+            Behaviour::Blocks(every) => loop {
+                tokio::time::sleep(every).await;
+                // A mistake a service makes: blocking the runtime's thread.
+                std::thread::sleep(Duration::from_millis(300));
+            },
             Behaviour::Serves => {
                 let stop = context.cancellation_token();
                 loop {
@@ -86,6 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("panics", Behaviour::Panics(2 * second)),
         ("hangs", Behaviour::Hangs(2 * second)),
         ("serves", Behaviour::Serves),
+        ("blocks", Behaviour::Blocks(4 * second)),
     ];
     let mut runs = BTreeMap::new();
     let mut builder = SupervisorBuilder::new()
@@ -117,8 +127,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("          (a run panicked: {message})");
     }));
     let handle = builder.build().run();
+    let mut events = handle.events();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            let task = event.task.as_deref().unwrap_or("(the supervisor)");
+            let what = match &event.kind {
+                EventKind::Started | EventKind::Healthy => continue, // the table shows them
+                EventKind::Failed { reason } => format!("failed: {reason}"),
+                EventKind::Panicked { message } => format!("panicked: {message}"),
+                EventKind::HeartbeatMissed { timeout } => format!("hung: no beat for {timeout:?}"),
+                EventKind::RestartScheduled { delay } => format!("restarts in {}", ms(*delay)),
+                EventKind::Completed => "completed".to_owned(),
+                EventKind::Killed => "was killed".to_owned(),
+                EventKind::Dead { reason } => format!("is dead: {reason}"),
+                EventKind::Blocked { blocked_for } => {
+                    format!("is blocking its thread ({} so far)", ms(*blocked_for))
+                }
+                EventKind::Unblocked { blocked_for } => {
+                    format!("let go of its thread after {}", ms(*blocked_for))
+                }
+                EventKind::Stopping => "is stopping".to_owned(),
+                other => format!("{other:?}"),
+            };
+            println!("      event: {task} {what}");
+        }
+    });
 
-    println!("Five tasks: one completes, one fails, one panics, one hangs, one serves.");
+    println!("Six tasks: one completes, one fails, one panics, one hangs, one serves, one blocks.");
     println!("Each failing task is restarted after 0.5 s, 1 s, 2 s, then it is dead.\n");
     for elapsed in 1..=15u32 {
         tokio::time::sleep(second).await;
@@ -155,4 +190,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     handle.wait().await?;
     println!("Every run has ended.");
     Ok(())
+}
+
+/// A duration in whole milliseconds, for the terminal.
+fn ms(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
 }

@@ -104,6 +104,24 @@
 //!   escalate to the parent, the parent's stop stops them first, and
 //!   [`SupervisorHandle::tree`] shows every level;
 //! - closures as tasks, with [`task_fn`].
+//!
+//! # Watching it run
+//!
+//! [`SupervisorHandle::events`] streams every lifecycle [`Event`];
+//! [`SupervisorHandle::task_info`] and [`task_infos`](SupervisorHandle::task_infos) read a
+//! [`TaskInfo`] without a round trip; each run runs in a `tracing` span (`task`, `attempt`) and
+//! every event is logged at its level; a poll that blocks its thread is reported while it blocks
+//! ([`SupervisorBuilder::with_blocked_poll_threshold`]). With the `metrics` feature:
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `task_supervisor_runs_total` | counter | `task`, `outcome` (`completed`, `failed`, `panicked`, `hung`) |
+//! | `task_supervisor_restarts_total` | counter | `task` |
+//! | `task_supervisor_hangs_total` | counter | `task` |
+//! | `task_supervisor_panics_total` | counter | `task` |
+//! | `task_supervisor_blocked_polls_total` | counter | `task` |
+//! | `task_supervisor_tasks` | gauge | `status` |
+//! | `task_supervisor_run_duration_seconds` | histogram | `task` |
 
 #![warn(missing_docs)]
 
