@@ -89,11 +89,14 @@ pub enum Scenario {
     Group,
     /// 11: a reverse-order shutdown of N running tasks, one at a time, the last started first.
     Reverse,
+    /// 12: one run that yields many times in a row: the cost of one poll through the
+    /// supervisor's wrapper, with blocked-poll detection on and off.
+    Polls,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Self::Start,
         Self::Idle,
         Self::Beat,
@@ -105,6 +108,7 @@ impl Scenario {
         Self::Storm,
         Self::Group,
         Self::Reverse,
+        Self::Polls,
     ];
 }
 
@@ -122,6 +126,7 @@ impl fmt::Display for Scenario {
             Self::Storm => "storm",
             Self::Group => "group",
             Self::Reverse => "reverse",
+            Self::Polls => "polls",
         })
     }
 }
@@ -168,6 +173,8 @@ pub struct Params {
     pub status_all_reads: usize,
     /// Restart requests in the storm.
     pub storm_requests: usize,
+    /// Polls timed in a row.
+    pub polls: u32,
 }
 
 impl Params {
@@ -188,6 +195,7 @@ impl Params {
             status_reads: 100_000,
             status_all_reads: 10,
             storm_requests: 10_000,
+            polls: 4_000_000,
         }
     }
 
@@ -208,6 +216,7 @@ impl Params {
             status_reads: 1_000,
             status_all_reads: 2,
             storm_requests: 100,
+            polls: 10_000,
         }
     }
 }

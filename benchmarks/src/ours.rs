@@ -27,6 +27,7 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Storm => storm(params).await,
         Scenario::Group => group(n).await,
         Scenario::Reverse => reverse(n).await,
+        Scenario::Polls => polls(params).await,
     })
 }
 
@@ -337,6 +338,58 @@ async fn status(n: usize, params: &Params) -> Metrics {
         assert!(len >= n, "a full listing missed tasks: {len} < {n}");
     }
     metrics.push(("all_shared_ms", crate::measure::median(&mut shared)));
+    let mut infos = Vec::with_capacity(params.status_all_reads);
+    for _ in 0..params.status_all_reads {
+        let t0 = Instant::now();
+        let len = handle.task_infos().expect("infos").len();
+        infos.push(t0.elapsed().as_secs_f64() * 1e3);
+        assert!(len >= n, "a full listing missed tasks: {len} < {n}");
+    }
+    metrics.push(("all_info_ms", crate::measure::median(&mut infos)));
+    metrics
+}
+
+/// Yields `polls` times in a row inside a run, and sends how long that took.
+#[derive(Clone)]
+struct Yields(u32, tokio::sync::mpsc::UnboundedSender<Duration>);
+
+#[async_trait]
+impl SupervisedTask for Yields {
+    async fn run(&mut self) -> TaskResult {
+        let t0 = Instant::now();
+        for _ in 0..self.0 {
+            tokio::task::yield_now().await;
+        }
+        let _ = self.1.send(t0.elapsed());
+        std::future::pending().await
+    }
+}
+
+async fn polls(params: &Params) -> Metrics {
+    let mut metrics = Vec::new();
+    for (key, builder) in [
+        ("poll_ns", SupervisorBuilder::new()),
+        (
+            "poll_off_ns",
+            SupervisorBuilder::new().without_blocked_poll_detection(),
+        ),
+    ] {
+        // `BENCH_POLL_DETECTION=on` (or `off`) measures one of the two alone: for counting
+        // instructions under callgrind, one process per mode.
+        let only = std::env::var("BENCH_POLL_DETECTION").unwrap_or_default();
+        if (only == "on" && key != "poll_ns") || (only == "off" && key != "poll_off_ns") {
+            continue;
+        }
+        let (sender, mut took) = tokio::sync::mpsc::unbounded_channel();
+        let handle = builder.build().run();
+        handle
+            .add_task("yields", Yields(params.polls, sender))
+            .expect("add");
+        let took = took.recv().await.expect("the run reports");
+        metrics.push((key, took.as_nanos() as f64 / f64::from(params.polls)));
+        handle.shutdown().expect("shutdown");
+        handle.wait().await.expect("wait");
+    }
     metrics
 }
 

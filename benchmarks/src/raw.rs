@@ -28,6 +28,7 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Storm => storm(params).await,
         Scenario::Group => group(n).await,
         Scenario::Reverse => reverse(n).await,
+        Scenario::Polls => polls(params).await,
     })
 }
 
@@ -292,4 +293,19 @@ async fn reverse(n: usize) -> Metrics {
         let _ = handle.await;
     }
     vec![("reverse_ms", t0.elapsed().as_secs_f64() * 1e3)]
+}
+
+/// A spawned task that yields `polls` times in a row: one poll by Tokio alone.
+async fn polls(params: &Params) -> Metrics {
+    let count = params.polls;
+    let took = tokio::spawn(async move {
+        let t0 = Instant::now();
+        for _ in 0..count {
+            tokio::task::yield_now().await;
+        }
+        t0.elapsed()
+    })
+    .await
+    .expect("the task");
+    vec![("poll_ns", took.as_nanos() as f64 / f64::from(count))]
 }

@@ -31,7 +31,7 @@ pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metric
         Scenario::Shutdown => shutdown(n).await,
         Scenario::Storm => storm(params).await,
         // No restart strategies and no ordered shutdown.
-        Scenario::Group | Scenario::Reverse => return None,
+        Scenario::Group | Scenario::Reverse | Scenario::Polls => return None,
     })
 }
 

@@ -71,6 +71,7 @@ impl Drop for SlotOwner {
 pub(crate) struct Polling(&'static PollSlot);
 
 impl Polling {
+    #[inline]
     pub(crate) fn enter(task: u64) -> Self {
         let slot = SLOT.with(|slot| match slot.get() {
             Some(registered) => registered,
@@ -89,6 +90,7 @@ impl Polling {
 }
 
 impl Drop for Polling {
+    #[inline]
     fn drop(&mut self) {
         let polls = self.0.polls.load(Ordering::Relaxed);
         self.0.polls.store(polls.wrapping_add(1), Ordering::Release);
@@ -103,6 +105,8 @@ pub(crate) fn task_key(supervisor: u32, slot: u32) -> u64 {
 /// Registers the current thread's slot: a slot of a thread that has exited is reused, so there
 /// are never more slots than threads that polled a supervised run at once (they are leaked,
 /// never freed, so that a thread and the watcher can hold them without counting).
+#[cold]
+#[inline(never)]
 fn register_thread() -> &'static PollSlot {
     let mut watcher = watcher();
     let reused = watcher.threads.iter().copied().find(|slot| {

@@ -215,7 +215,11 @@ impl Options {
                     jobs.extend(large.iter().map(|&n| (scenario, n)));
                 }
                 Scenario::Group => jobs.extend(group.iter().map(|&n| (scenario, n))),
-                Scenario::Restart | Scenario::Panic | Scenario::Hang | Scenario::Storm => {
+                Scenario::Restart
+                | Scenario::Panic
+                | Scenario::Hang
+                | Scenario::Storm
+                | Scenario::Polls => {
                     jobs.push((scenario, 1));
                 }
             }
@@ -519,6 +523,24 @@ const METRICS: &[(&str, &str, &str, Kind)] = &[
     (
         "reverse_ms",
         "11 reverse shutdown: until wait() returns",
+        "ms",
+        Kind::Cost,
+    ),
+    (
+        "poll_ns",
+        "12 one poll of a run that yields (ours: blocked-poll detection on)",
+        "ns",
+        Kind::Cost,
+    ),
+    (
+        "poll_off_ns",
+        "12 one poll, ours with blocked-poll detection off",
+        "ns",
+        Kind::Cost,
+    ),
+    (
+        "all_info_ms",
+        "7 all task infos (ours: `task_infos`)",
         "ms",
         Kind::Cost,
     ),
