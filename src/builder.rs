@@ -332,8 +332,11 @@ impl SupervisorBuilder {
     /// The default, 100 ms, is a thousand times what Tokio asks of a task between two awaits
     /// (10 to 100 us), so no well-behaved poll comes near it, and still far below a heartbeat
     /// timeout. A watcher on an OS thread of its own (one for every supervisor of the process)
-    /// samples each thread that polls a supervised run every quarter of the threshold, so a
-    /// block is seen between the threshold and a quarter more. The poll itself pays a
+    /// samples each thread that polls a supervised run every quarter of the threshold while
+    /// the threads are busy, so a block is seen between the threshold and a quarter more; while
+    /// every thread is idle it samples less often, down to once a threshold, so that an idle
+    /// process is not woken forty times a second (a block that starts after a second of
+    /// idleness is seen within 2.25 thresholds). The poll itself pays a
     /// thread-local lookup and three stores. Turn it off with
     /// [`without_blocked_poll_detection`](Self::without_blocked_poll_detection).
     ///

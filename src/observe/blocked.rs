@@ -5,8 +5,9 @@
 //! runtime nothing else runs, and on a multi-thread one the blocked worker may be the one that
 //! drives the timer. So each thread that polls a supervised run keeps, in a slot of its own,
 //! "inside a poll of task X, poll number k", written by the run's wrapper; a watcher thread
-//! reads one slot per such thread every quarter of the smallest threshold, and a poll number
-//! that has not moved while the thread is inside a poll is a poll that has not returned.
+//! reads one slot per such thread every quarter of the smallest threshold (less often, down
+//! to once a threshold, while every thread is idle), and a poll number that has not moved
+//! while the thread is inside a poll is a poll that has not returned.
 //!
 //! # Invariants
 //!
@@ -204,41 +205,46 @@ pub(crate) fn unwatch(id: u32) {
     watcher().supervisors.remove(&id);
 }
 
-/// The watcher's thread: samples every slot every quarter of the smallest threshold; ends when
-/// no supervisor is watched any more (a new one starts it again).
+/// The watcher's thread: samples every slot every quarter of the smallest threshold while the
+/// threads poll, less often (down to once a threshold) while they are idle; ends when no
+/// supervisor is watched any more (a new one starts it again).
 fn watch_polls() {
     let mut seen: HashMap<usize, Seen> = HashMap::new();
+    let mut quiet_ticks: u32 = 0;
+    let mut threads: Vec<&'static PollSlot> = Vec::new();
+    let mut supervisors: HashMap<u32, (Duration, Weak<Shared>)> = HashMap::new();
     loop {
-        let (threads, thresholds) = {
+        {
             let mut watcher = watcher();
             if watcher.supervisors.is_empty() {
                 watcher.running = false;
                 return;
             }
-            let thresholds: HashMap<u32, (Duration, Weak<Shared>)> = watcher
-                .supervisors
-                .iter()
-                .map(|(&id, watched)| (id, (watched.threshold, watched.shared.clone())))
-                .collect();
-            let threads: Vec<&'static PollSlot> = watcher
-                .threads
-                .iter()
-                .copied()
-                .filter(|slot| slot.alive.load(Ordering::Acquire))
-                .collect();
-            (threads, thresholds)
-        };
-        let tick = thresholds
+            supervisors.clear();
+            supervisors.extend(
+                watcher
+                    .supervisors
+                    .iter()
+                    .map(|(&id, watched)| (id, (watched.threshold, watched.shared.clone()))),
+            );
+            threads.clear();
+            threads.extend(
+                watcher
+                    .threads
+                    .iter()
+                    .copied()
+                    .filter(|slot| slot.alive.load(Ordering::Acquire)),
+            );
+        }
+        let threshold = supervisors
             .values()
             .map(|(threshold, _)| *threshold)
             .min()
-            .unwrap_or(DEFAULT_THRESHOLD)
-            / 4;
+            .unwrap_or(DEFAULT_THRESHOLD);
         let now = Instant::now();
-        let mut live = Vec::with_capacity(threads.len());
-        for slot in threads {
-            let key = slot as *const PollSlot as usize;
-            live.push(key);
+        let mut quiet = true;
+        for slot in &threads {
+            let key = *slot as *const PollSlot as usize;
             let before = slot.polls.load(Ordering::Acquire);
             let task = slot.task.load(Ordering::Relaxed);
             let after = slot.polls.load(Ordering::Acquire);
@@ -249,9 +255,10 @@ fn watch_polls() {
                 reported: None,
             });
             if entry.polls != before || !inside {
+                quiet &= entry.polls == before;
                 if let Some(reported) = entry.reported.take() {
                     report(
-                        &thresholds,
+                        &supervisors,
                         reported,
                         EventKind::Unblocked {
                             blocked_for: now - entry.since,
@@ -265,18 +272,41 @@ fn watch_polls() {
                 };
                 continue;
             }
+            // Inside the same poll as at the last sample: watch it closely.
+            quiet = false;
             let blocked_for = now - entry.since;
-            let Some((threshold, _)) = thresholds.get(&((task >> 32) as u32)) else {
+            let Some((threshold, _)) = supervisors.get(&((task >> 32) as u32)) else {
                 continue;
             };
             if entry.reported.is_none() && blocked_for >= *threshold {
                 entry.reported = Some(task);
-                report(&thresholds, task, EventKind::Blocked { blocked_for });
+                report(&supervisors, task, EventKind::Blocked { blocked_for });
             }
         }
-        seen.retain(|key, _| live.contains(key));
-        std::thread::sleep(tick.max(Duration::from_millis(1)));
+        seen.retain(|key, _| {
+            threads
+                .iter()
+                .any(|slot| *slot as *const PollSlot as usize == *key)
+        });
+        quiet_ticks = if quiet {
+            quiet_ticks.saturating_add(1)
+        } else {
+            0
+        };
+        std::thread::sleep(tick(threshold, quiet_ticks));
     }
+}
+
+/// How long the watcher sleeps between two samples: a quarter of `threshold` while any thread
+/// polls, doubling with every sample that found every thread idle (no poll entered or left
+/// since the last one) up to the whole threshold. So a poll is reported at most 1.25
+/// thresholds after it began on a busy runtime, and 2.25 after a second of idleness; an idle
+/// process is woken ten times a second by default, not forty.
+fn tick(threshold: Duration, quiet_ticks: u32) -> Duration {
+    let busy = threshold / 4;
+    busy.saturating_mul(1 << quiet_ticks.min(2))
+        .min(threshold)
+        .max(Duration::from_millis(1))
 }
 
 /// Reports a blocked or unblocked poll of the run `task` to its supervisor: an event, a
@@ -309,5 +339,25 @@ fn report(supervisors: &HashMap<u32, (Duration, Weak<Shared>)>, task: u64, kind:
             at: tokio::time::Instant::now(),
             kind,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_samples_less_often_while_every_thread_is_idle() {
+        let threshold = Duration::from_millis(100);
+        let ticks: Vec<Duration> = (0..5).map(|quiet| tick(threshold, quiet)).collect();
+        assert_eq!(
+            ticks,
+            [25, 50, 100, 100, 100].map(Duration::from_millis),
+            "a quarter of the threshold while busy, doubling up to the threshold while idle"
+        );
+        assert_eq!(
+            tick(Duration::from_micros(100), 0),
+            Duration::from_millis(1)
+        );
     }
 }
