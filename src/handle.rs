@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use crate::error::{SupervisorError, SupervisorHandleError};
 use crate::message::{Message, NewTask};
 use crate::observe::events::Event;
+use crate::observe::health::Health;
 use crate::observe::info::TaskInfo;
 use crate::shared::{close, send, HandleInner, Shared};
 use crate::spec::{TaskPolicy, TaskSpec};
@@ -608,6 +609,72 @@ impl SupervisorHandle {
     /// Whether the supervisor still takes commands: it is neither shutting down nor stopped.
     pub fn is_running(&self) -> bool {
         self.shared().registry.is_running()
+    }
+
+    /// Whether the supervisor has stopped: its loop has ended, every run has been stopped or
+    /// dropped, and [`wait`](Self::wait) returns at once.
+    pub fn has_stopped(&self) -> bool {
+        self.shared().stopped.is_cancelled()
+    }
+
+    /// Whether the supervisor is live and ready, down its whole tree (see [`Health`] for the
+    /// rules). Read from what it last published, without a round trip; it costs about what
+    /// [`task_infos`](Self::task_infos) does.
+    pub fn health(&self) -> Health {
+        Health::of(self.shared())
+    }
+
+    /// Shuts the supervisor down at once: every run still alive, in this supervisor and its
+    /// children, is dropped without waiting for its grace period, and no task starts again.
+    /// It works while a [`shutdown`](Self::shutdown) is under way, to cut it short (a second
+    /// Ctrl-C, say). [`wait`](Self::wait) returns `Ok(())` once the runs are gone.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorHandleError::SupervisorStopped`] if the supervisor has stopped already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use task_supervisor::{task_fn, SupervisorBuilder, TaskContext};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // A task that takes its time to stop: a minute of grace.
+    /// let slow = task_fn(|| async {
+    ///     let token = TaskContext::current().expect("inside a run").cancellation_token();
+    ///     token.cancelled().await;
+    ///     tokio::time::sleep(Duration::from_secs(50)).await; // cleaning up
+    ///     Ok(())
+    /// });
+    /// let handle = SupervisorBuilder::new()
+    ///     .with_grace_period(Duration::from_secs(60))
+    ///     .with_task("slow", slow)
+    ///     .build()
+    ///     .run();
+    /// tokio::time::sleep(Duration::from_millis(10)).await;
+    ///
+    /// let start = tokio::time::Instant::now();
+    /// handle.shutdown().unwrap();
+    /// handle.shutdown_now().unwrap(); // don't wait for the clean-up
+    /// handle.wait().await.unwrap();
+    /// assert!(start.elapsed() < Duration::from_secs(1));
+    /// # }
+    /// ```
+    pub fn shutdown_now(&self) -> Result<(), SupervisorHandleError> {
+        let shared = self.shared();
+        send(shared, Message::DropEveryRun)?;
+        shared
+            .ending
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The state the handle shares with its supervisor, for helpers that must not keep the
+    /// supervisor up (a signal listener, the systemd notifier).
+    pub(crate) fn shared_state(&self) -> Arc<Shared> {
+        Arc::clone(&self.inner.shared)
     }
 }
 

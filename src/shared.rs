@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) sender: mpsc::UnboundedSender<Message>,
     /// How the supervisor ended, set by the loop just before it returns.
     pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
+    /// Cancelled by the loop right after it set [`outcome`](Self::outcome): what a helper that
+    /// must not keep the supervisor up (a signal listener, the systemd notifier) waits on.
+    pub(crate) stopped: tokio_util::sync::CancellationToken,
     /// The loop's task. A `wait` awaits it under this (asynchronous) lock, so that `wait`
     /// returns only once the loop's task itself is gone; a `wait` dropped halfway leaves it
     /// for the next.
@@ -115,6 +118,7 @@ impl Shared {
             blocked: std::sync::Mutex::default(),
             sender,
             outcome: OnceLock::new(),
+            stopped: tokio_util::sync::CancellationToken::new(),
             loop_task: Mutex::new(None),
             status_changes: LazyBroadcast::new(STATUS_CHANGES_CAPACITY),
             events: LazyBroadcast::new(EVENTS_CAPACITY),
@@ -176,6 +180,23 @@ impl Shared {
     /// The child supervisor the current run of task `slot` runs, if it runs one.
     pub(crate) fn child_of(&self, slot: u32) -> Option<Arc<HandleInner>> {
         self.children_map().get(&slot)?.upgrade()
+    }
+
+    /// Every child supervisor a run of one of its tasks runs now, with that task's name.
+    pub(crate) fn children(&self) -> Vec<(Arc<str>, Arc<HandleInner>)> {
+        let children: Vec<(u32, Arc<HandleInner>)> = self
+            .children_map()
+            .iter()
+            .filter_map(|(&slot, child)| Some((slot, child.upgrade()?)))
+            .collect();
+        // The map's lock is not held while the registry is read.
+        children
+            .into_iter()
+            .filter_map(|(slot, child)| {
+                let (name, _) = self.registry.name_and_attempt(slot)?;
+                Some((name, child))
+            })
+            .collect()
     }
 
     fn children_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<HandleInner>>> {

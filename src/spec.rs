@@ -103,6 +103,7 @@ pub(crate) struct Overrides {
     timeout_threshold: Option<Duration>,
     grace_period: Option<Duration>,
     significant: bool,
+    counts_for_readiness: Option<bool>,
 }
 
 impl Overrides {
@@ -119,6 +120,7 @@ impl Overrides {
             timeout_threshold,
             grace_period,
             significant,
+            counts_for_readiness,
         } = self;
         restart.is_none()
             && base_restart_delay.is_none()
@@ -130,6 +132,7 @@ impl Overrides {
             && timeout_threshold.is_none()
             && grace_period.is_none()
             && !significant
+            && counts_for_readiness.is_none()
     }
 }
 
@@ -237,6 +240,29 @@ impl TaskSpec {
         self.overrides.significant = true;
         self
     }
+
+    /// Whether the supervisor counts as ready only while this task is healthy (`true`, the
+    /// default for every task) or whatever its state (`false`: a background job the service
+    /// can answer without). It decides [`Health::is_ready`](crate::Health::is_ready), and so
+    /// the `/readyz` endpoint and systemd's `READY=1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use task_supervisor::{task_fn, SupervisorBuilder, TaskSpec};
+    ///
+    /// let reindex = task_fn(|| async { Ok(()) });
+    /// let supervisor = SupervisorBuilder::new()
+    ///     .with_task_spec("reindex", TaskSpec::new(reindex).with_readiness(false))
+    ///     .try_build()
+    ///     .expect("valid settings");
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn with_readiness(mut self, counts: bool) -> Self {
+        self.overrides.counts_for_readiness = Some(counts);
+        self
+    }
 }
 
 impl<T: SupervisedTask + Clone> From<T> for TaskSpec {
@@ -269,6 +295,9 @@ pub(crate) struct TaskPolicy {
     pub(crate) timeout_threshold: Duration,
     pub(crate) grace_period: Duration,
     pub(crate) significant: bool,
+    /// Whether the supervisor is ready only while this task is healthy (see
+    /// [`SupervisorHandle::health`](crate::SupervisorHandle::health)).
+    pub(crate) counts_for_readiness: bool,
     /// Whether a run that fails before it proved alive may be followed by the next in its own
     /// driver, without the loop: the back-off is zero, and no rule needs the loop's view of
     /// the failure first (a restart limit, a supervisor-wide intensity or group strategy).
@@ -289,6 +318,7 @@ impl Default for TaskPolicy {
             timeout_threshold: Duration::from_secs(2),
             grace_period: Duration::from_secs(5),
             significant: false,
+            counts_for_readiness: true,
             restart_in_place: false,
         }
     }
@@ -308,6 +338,7 @@ impl TaskPolicy {
             timeout_threshold,
             grace_period,
             significant,
+            counts_for_readiness,
         } = overrides;
         Self {
             restart: restart.unwrap_or(self.restart),
@@ -321,6 +352,7 @@ impl TaskPolicy {
             timeout_threshold: timeout_threshold.unwrap_or(self.timeout_threshold),
             grace_period: grace_period.unwrap_or(self.grace_period),
             significant: *significant || self.significant,
+            counts_for_readiness: counts_for_readiness.unwrap_or(self.counts_for_readiness),
             restart_in_place: self.restart_in_place,
         }
     }

@@ -44,6 +44,11 @@ const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
 pub(crate) const DECLARES_HEARTBEATS: u8 = 1;
 /// The task's restart policy, in the two bits above (see [`policy_bits`]).
 const POLICY_SHIFT: u32 = 1;
+/// Flag: the task is significant (see [`TaskSpec::significant`](crate::TaskSpec::significant)).
+pub(crate) const SIGNIFICANT: u8 = 1 << 3;
+/// Flag: the task does not count for readiness (see
+/// [`TaskSpec::with_readiness`](crate::TaskSpec::with_readiness)).
+pub(crate) const NOT_FOR_READINESS: u8 = 1 << 4;
 
 /// One chunk of the table. Zeroed, every task reads `Created`, with nothing published.
 #[derive(Debug)]

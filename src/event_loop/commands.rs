@@ -47,7 +47,18 @@ impl EventLoop {
         } else {
             0
         };
-        cells.publish_flags(declares | table::policy_bits(policy.restart));
+        let significant = if policy.significant {
+            table::SIGNIFICANT
+        } else {
+            0
+        };
+        let readiness = if policy.counts_for_readiness {
+            0
+        } else {
+            table::NOT_FOR_READINESS
+        };
+        cells
+            .publish_flags(declares | significant | readiness | table::policy_bits(policy.restart));
         #[cfg(feature = "metrics")]
         crate::observe::metrics::status_changed(None, TaskStatus::Created);
         self.slots.push(Slot {

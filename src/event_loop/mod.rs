@@ -238,6 +238,7 @@ impl EventLoop {
         self.status_changes.release();
         self.events.release();
         let _ = self.shared.outcome.set(result);
+        self.shared.stopped.cancel();
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
         for slot in self.slots.take_all() {

@@ -71,6 +71,11 @@ pub struct TaskInfo {
     /// How long a poll of it has been blocking its thread, if one is right now (past the
     /// supervisor's blocked-poll threshold).
     pub blocked_for: Option<Duration>,
+    /// Whether it is significant (see [`TaskSpec::significant`](crate::TaskSpec::significant)).
+    pub significant: bool,
+    /// Whether the supervisor is ready only while it is healthy (see
+    /// [`TaskSpec::with_readiness`](crate::TaskSpec::with_readiness)).
+    pub counts_for_readiness: bool,
 }
 
 /// The last failure of a task, in a [`TaskInfo`].
@@ -112,5 +117,7 @@ pub(crate) fn info(
         healthy_since: at(published.healthy),
         watched: published.flags & table::DECLARES_HEARTBEATS != 0 || beaten,
         blocked_for,
+        significant: published.flags & table::SIGNIFICANT != 0,
+        counts_for_readiness: published.flags & table::NOT_FOR_READINESS == 0,
     }
 }
