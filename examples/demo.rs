@@ -1,12 +1,14 @@
 //! A 15-second tour: tasks that complete, fail, panic, hang and block their thread, with the
 //! supervisor's events as they arrive and a status table every second. Run it with
-//! `cargo run --example demo`.
+//! `cargo run --example demo`; with `cargo run --example demo -- --serve` it also serves the
+//! live page (and the health endpoints), and runs until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use task_supervisor::integrations::{http, signal};
 use task_supervisor::{
     async_trait, bail, heartbeat, EventKind, SupervisedTask, SupervisorBuilder, TaskContext,
     TaskResult,
@@ -88,6 +90,9 @@ impl SupervisedTask for DemoTask {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--serve`: serve the live page while the tasks fail, hang and restart, and keep going
+    // (restarting without limit) until Ctrl-C.
+    let serve = std::env::args().any(|arg| arg == "--serve");
     let second = Duration::from_secs(1);
     let tasks = [
         ("completes", Behaviour::Completes(3 * second)),
@@ -100,7 +105,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = BTreeMap::new();
     let mut builder = SupervisorBuilder::new()
         .with_base_restart_delay(Duration::from_millis(500))
-        .with_max_restart_attempts(3)
         .with_timeout_threshold(second)
         .with_heartbeat_interval(Duration::from_millis(200))
         .with_health_check_initial_delay(second)
@@ -126,7 +130,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or("a panic");
         eprintln!("          (a run panicked: {message})");
     }));
+    builder = if serve {
+        builder
+            .with_unlimited_restarts()
+            .with_max_backoff_exponent(2)
+    } else {
+        builder.with_max_restart_attempts(3)
+    };
     let handle = builder.build().run();
+    if serve {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
+            Ok(listener) => listener,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
+        println!(
+            "The live page: http://{}/ (also /livez, /readyz, /tasks); Ctrl-C to stop.\n",
+            listener.local_addr()?
+        );
+        tokio::spawn(http::serve_on(handle.clone(), listener));
+        signal::shutdown_on_signals(&handle)?;
+    }
     let mut events = handle.events();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
@@ -154,9 +177,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     println!("Six tasks: one completes, one fails, one panics, one hangs, one serves, one blocks.");
-    println!("Each failing task is restarted after 0.5 s, 1 s, 2 s, then it is dead.\n");
+    if serve {
+        println!("Each failing task is restarted after 0.5 s, 1 s, then every 2 s, for ever.\n");
+    } else {
+        println!("Each failing task is restarted after 0.5 s, 1 s, 2 s, then it is dead.\n");
+    }
     for elapsed in 1..=15u32 {
         tokio::time::sleep(second).await;
+        if !handle.is_running() {
+            break; // Ctrl-C, with --serve
+        }
         match elapsed {
             6 => {
                 println!("-- restart `completes`: a completed task runs again");
@@ -184,6 +214,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("t={elapsed:>2}s {}", row.join(" "));
     }
 
+    if serve {
+        println!("\nStill serving the live page; Ctrl-C to stop.");
+        let outcome = handle.wait().await;
+        println!("Every run has ended.");
+        return Ok(outcome?);
+    }
     // The supervisor lives until it is told to stop, even once every task has finished.
     println!("\nShutting down.");
     handle.shutdown()?;
