@@ -334,9 +334,10 @@ impl SupervisorHandle {
     /// [`SupervisorHandleError::SupervisorStopped`] once the supervisor has stopped.
     pub fn task_infos(&self) -> Result<Vec<TaskInfo>, SupervisorHandleError> {
         let shared = self.shared();
+        let blocked = shared.blocked_now();
         shared
             .registry
-            .task_infos(shared.epoch, |id| shared.blocked_for(id))
+            .task_infos(shared.epoch, |id| blocked.of(id))
     }
 
     /// The status of every registered task, with the name the supervisor holds for it.
@@ -673,6 +674,7 @@ impl SupervisorHandle {
 
     /// The state the handle shares with its supervisor, for helpers that must not keep the
     /// supervisor up (a signal listener, the systemd notifier).
+    #[cfg(any(feature = "axum", feature = "signal", all(feature = "systemd", unix)))]
     pub(crate) fn shared_state(&self) -> Arc<Shared> {
         Arc::clone(&self.inner.shared)
     }

@@ -122,6 +122,15 @@
 //! | `task_supervisor_blocked_polls_total` | counter | `task` |
 //! | `task_supervisor_tasks` | gauge | `status` |
 //! | `task_supervisor_run_duration_seconds` | histogram | `task` |
+//!
+//! # Supervised from above
+//!
+//! [`SupervisorHandle::health`] says whether the supervisor is live and ready ([`Health`]);
+//! [`exit_code`] maps how it ended to a process exit code, so that systemd or Kubernetes
+//! restarts a process whose supervisor gave up and leaves alone one that was asked to stop.
+//! Behind features, [`integrations`] serves health endpoints and a live page (`axum`), speaks
+//! systemd's notification protocol with its watchdog (`systemd`), and shuts down on SIGTERM
+//! and SIGINT (`signal`).
 
 #![warn(missing_docs)]
 

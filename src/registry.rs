@@ -372,22 +372,22 @@ impl Registry {
         }
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let infos = names
-            .into_iter()
-            .enumerate()
-            .filter_map(|(place, name)| {
-                let published = inner.statuses[place / CHUNK].read(place % CHUNK);
-                let failure = failures.get(place).cloned().flatten();
-                Some(observe::info::info(
-                    name?,
-                    &published,
-                    failure,
-                    blocked_for(place as u32),
-                    epoch,
-                    now,
-                ))
-            })
-            .collect();
+        // Filled in place: a collected `filter_map` would grow the vector by doubling, copying
+        // every info made so far each time.
+        let mut infos = Vec::with_capacity(names.len());
+        for (place, name) in names.into_iter().enumerate() {
+            let Some(name) = name else { continue };
+            let published = inner.statuses[place / CHUNK].read(place % CHUNK);
+            let failure = failures.get(place).cloned().flatten();
+            infos.push(observe::info::info(
+                name,
+                &published,
+                failure,
+                blocked_for(place as u32),
+                epoch,
+                now,
+            ));
+        }
         Ok(infos)
     }
 

@@ -163,6 +163,19 @@ impl Shared {
         blocked.get(&slot).map(std::time::Instant::elapsed)
     }
 
+    /// How long each poll blocking its thread now has been, by task slot: one look at the
+    /// (almost always empty) map for a listing of every task, instead of one per task.
+    pub(crate) fn blocked_now(&self) -> Blocked {
+        let blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        Blocked(
+            blocked
+                .iter()
+                .map(|(&slot, since)| (slot, now.saturating_duration_since(*since)))
+                .collect(),
+        )
+    }
+
     /// Records that a poll of task `slot` has been blocking since `since`, or (`None`) no
     /// longer. Only the blocked-poll watcher calls this.
     pub(crate) fn set_blocked(&self, slot: u32, since: Option<std::time::Instant>) {
@@ -201,6 +214,19 @@ impl Shared {
 
     fn children_map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<HandleInner>>> {
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A snapshot of the polls blocking their threads (see [`Shared::blocked_now`]).
+pub(crate) struct Blocked(HashMap<u32, std::time::Duration>);
+
+impl Blocked {
+    /// How long a poll of task `slot` has been blocking, if one was at the snapshot.
+    pub(crate) fn of(&self, slot: u32) -> Option<std::time::Duration> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&slot).copied()
     }
 }
 

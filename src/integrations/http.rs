@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `GET /livez` | `200` while the supervisor runs and is not wedged ([`Health::is_live`]); `503` otherwise |
 //! | `GET /readyz` | `200` once every task that counts for readiness is healthy ([`Health::is_ready`]); `503` while starting, while one is down, and from the moment shutdown begins |
-//! | `GET /tasks` | the [`TaskInfo`](crate::TaskInfo) of every task as JSON, each child supervisor's tasks nested under `children` |
+//! | `GET /tasks` | the [`TaskInfo`] of every task as JSON, each child supervisor's tasks nested under `children` |
 //! | `GET /` | a page that refreshes itself every 2 seconds: every task, its status, restarts, last failure, last beat and blocked poll |
 //!
 //! Machines read only the status codes of `/livez` and `/readyz`; their body is one line for a
@@ -197,9 +197,10 @@ pub(super) struct Node {
 impl Node {
     /// The tasks of the supervisor behind `shared`, in start order, down the tree.
     pub(super) fn tree(shared: &Shared) -> Vec<Node> {
+        let blocked = shared.blocked_now();
         let Ok(infos) = shared
             .registry
-            .task_infos(shared.epoch, |id| shared.blocked_for(id))
+            .task_infos(shared.epoch, |id| blocked.of(id))
         else {
             return Vec::new();
         };

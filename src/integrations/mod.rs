@@ -35,6 +35,7 @@ impl Observer {
         Self(handle.shared_state())
     }
 
+    #[cfg(any(feature = "axum", all(feature = "systemd", unix)))]
     pub(crate) fn health(&self) -> crate::Health {
         crate::Health::of(&self.0)
     }

@@ -89,9 +89,10 @@ impl Health {
     /// Adds the problems of the tasks of `shared` (and, below them, its children's), their
     /// names prefixed with `path`.
     fn add_tasks(&mut self, shared: &Shared, path: &str) {
+        let blocked = shared.blocked_now();
         let Ok(infos) = shared
             .registry
-            .task_infos(shared.epoch, |id| shared.blocked_for(id))
+            .task_infos(shared.epoch, |id| blocked.of(id))
         else {
             return; // stopped meanwhile: its parent's view of the task says the rest
         };
@@ -114,6 +115,7 @@ impl Health {
     }
 
     /// Counts of tasks by status, for a one-line summary (systemd's `STATUS=`).
+    #[cfg(all(feature = "systemd", unix))]
     pub(crate) fn counts(shared: &Shared) -> Vec<(TaskStatus, usize)> {
         let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
         if let Ok(statuses) = shared.registry.shared_statuses() {
