@@ -83,7 +83,13 @@ async fn start(n: usize) -> Metrics {
 async fn idle(n: usize, params: &Params) -> Metrics {
     let names = crate::names(n);
     let entered = Arc::new(Entered::new(n));
-    let (_handle, _) = sleepers(&names, &entered).await;
+    // `BENCH_POLL_DETECTION=off`: the same, without the blocked-poll watcher's thread.
+    let builder = if std::env::var("BENCH_POLL_DETECTION").as_deref() == Ok("off") {
+        SupervisorBuilder::new().without_blocked_poll_detection()
+    } else {
+        SupervisorBuilder::new()
+    };
+    let (_handle, _) = sleepers_under(builder, &names, &entered).await;
     let (cpu, rusage) = common::cpu_over(Duration::from_millis(300), params.idle_window).await;
     vec![("cpu_pct", cpu), ("rusage_cpu_pct", rusage)]
 }
