@@ -19,7 +19,9 @@ use axum::routing::get;
 use axum::Router;
 use task_supervisor::integrations::systemd::{Environment, Notifier, Ready};
 use task_supervisor::integrations::{http, signal};
-use task_supervisor::{exit_code, heartbeat, task_fn, SupervisorBuilder, TaskContext};
+use task_supervisor::{
+    exit_code, heartbeat, task_fn, ShutdownOrder, SupervisorBuilder, TaskContext,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,32 +44,13 @@ async fn main() -> ExitCode {
         // for systemd or Kubernetes to restart it.
         .with_restart_intensity(10, Duration::from_secs(60))
         .with_grace_period(Duration::from_secs(10))
+        // Stopped last started first: the worker finishes while the server still answers
+        // `/readyz` with 503, so the level above stops sending traffic before the port closes.
+        .with_shutdown_order(ShutdownOrder::Reverse)
         .build()
         .run();
 
-    // The background worker: one job a second, a heartbeat after each.
     let jobs = Arc::new(AtomicU64::new(0));
-    let worker = {
-        let jobs = Arc::clone(&jobs);
-        task_fn(move || {
-            let jobs = Arc::clone(&jobs);
-            async move {
-                let token = TaskContext::current()
-                    .expect("in a run")
-                    .cancellation_token();
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    jobs.fetch_add(1, Ordering::Relaxed);
-                    heartbeat();
-                }
-            }
-        })
-        .with_heartbeats()
-    };
-    handle.add_task("worker", worker).expect("a new name");
 
     // The HTTP server, with the supervisor's routes merged into the application's. Each run
     // binds anew, so a failed bind is retried with back-off; a stop is a graceful shutdown.
@@ -95,6 +78,29 @@ async fn main() -> ExitCode {
         }
     });
     handle.add_task("http", server).expect("a new name");
+
+    // The background worker: one job a second, a heartbeat after each.
+    let worker = {
+        let jobs = Arc::clone(&jobs);
+        task_fn(move || {
+            let jobs = Arc::clone(&jobs);
+            async move {
+                let token = TaskContext::current()
+                    .expect("in a run")
+                    .cancellation_token();
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    jobs.fetch_add(1, Ordering::Relaxed);
+                    heartbeat();
+                }
+            }
+        })
+        .with_heartbeats()
+    };
+    handle.add_task("worker", worker).expect("a new name");
 
     // Under systemd (Type=notify), READY=1 once both tasks are healthy, and the watchdog.
     match Notifier::from_environment(&Environment::from_process()) {

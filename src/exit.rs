@@ -30,9 +30,10 @@ impl SupervisorError {
 /// | [`SignificantTaskDied`](SupervisorError::SignificantTaskDied) | 12 |
 /// | [`LoopEnded`](SupervisorError::LoopEnded) (its runtime went away, or a bug) | 70 |
 ///
-/// Every way of giving up is non-zero, so systemd's `Restart=on-failure` and a Kubernetes
-/// `restartPolicy: OnFailure` restart the process; a stop that was asked for is 0, so they
-/// leave it stopped. The codes stay below 64 for the supervisor's own rules, clear of the
+/// Every way of giving up is non-zero, so systemd's `Restart=on-failure` restarts the process
+/// and a stop that was asked for (0) is left stopped. Kubernetes restarts a container of a
+/// Deployment whatever its code (`restartPolicy: Always`); the code still tells a Job
+/// (`OnFailure`) whether to retry, and the pod's status says why the container ended. The codes stay below 64 for the supervisor's own rules, clear of the
 /// shell's 126 – 165 (signals) and of sysexits' 64 – 78 but for the one that is a bug.
 ///
 /// # Examples

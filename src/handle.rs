@@ -665,11 +665,10 @@ impl SupervisorHandle {
     /// ```
     pub fn shutdown_now(&self) -> Result<(), SupervisorHandleError> {
         let shared = self.shared();
-        send(shared, Message::DropEveryRun)?;
-        shared
-            .ending
-            .store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
+        // Closed first, so that no command is taken and the health says "shutting down" from
+        // the call on; a supervisor already shutting down is closed already.
+        let _ = close(shared);
+        send(shared, Message::DropEveryRun)
     }
 
     /// The state the handle shares with its supervisor, for helpers that must not keep the

@@ -359,6 +359,20 @@ impl Registry {
         epoch: Instant,
         blocked_for: impl Fn(u32) -> Option<Duration>,
     ) -> Result<Vec<TaskInfo>, SupervisorHandleError> {
+        // Filled in place, at its size: a collected iterator would grow it by doubling.
+        let mut infos = Vec::with_capacity(self.len());
+        self.for_each_task_info(epoch, blocked_for, |_, _, info| infos.push(info))?;
+        Ok(infos)
+    }
+
+    /// Calls `each` with the id, the published flags and the info of every task, in start
+    /// order.
+    pub(crate) fn for_each_task_info(
+        &self,
+        epoch: Instant,
+        blocked_for: impl Fn(u32) -> Option<Duration>,
+        mut each: impl FnMut(u32, u8, TaskInfo),
+    ) -> Result<(), SupervisorHandleError> {
         let inner = self.read();
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
@@ -372,23 +386,15 @@ impl Registry {
         }
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        // Filled in place: a collected `filter_map` would grow the vector by doubling, copying
-        // every info made so far each time.
-        let mut infos = Vec::with_capacity(names.len());
         for (place, name) in names.into_iter().enumerate() {
             let Some(name) = name else { continue };
             let published = inner.statuses[place / CHUNK].read(place % CHUNK);
             let failure = failures.get(place).cloned().flatten();
-            infos.push(observe::info::info(
-                name,
-                &published,
-                failure,
-                blocked_for(place as u32),
-                epoch,
-                now,
-            ));
+            let id = place as u32;
+            let info = observe::info::info(name, &published, failure, blocked_for(id), epoch, now);
+            each(id, published.flags, info);
         }
-        Ok(infos)
+        Ok(())
     }
 
     /// The name and restart count of task `id` (a scan of every name: for the rare report of a

@@ -195,20 +195,11 @@ impl Shared {
         self.children_map().get(&slot)?.upgrade()
     }
 
-    /// Every child supervisor a run of one of its tasks runs now, with that task's name.
-    pub(crate) fn children(&self) -> Vec<(Arc<str>, Arc<HandleInner>)> {
-        let children: Vec<(u32, Arc<HandleInner>)> = self
-            .children_map()
+    /// Every child supervisor a run of one of its tasks runs now, by that task's slot.
+    pub(crate) fn children(&self) -> HashMap<u32, Arc<HandleInner>> {
+        self.children_map()
             .iter()
             .filter_map(|(&slot, child)| Some((slot, child.upgrade()?)))
-            .collect();
-        // The map's lock is not held while the registry is read.
-        children
-            .into_iter()
-            .filter_map(|(slot, child)| {
-                let (name, _) = self.registry.name_and_attempt(slot)?;
-                Some((name, child))
-            })
             .collect()
     }
 

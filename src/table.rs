@@ -49,6 +49,8 @@ pub(crate) const SIGNIFICANT: u8 = 1 << 3;
 /// Flag: the task does not count for readiness (see
 /// [`TaskSpec::with_readiness`](crate::TaskSpec::with_readiness)).
 pub(crate) const NOT_FOR_READINESS: u8 = 1 << 4;
+/// Flag: the task is dead of failures (out of attempts, over its limit), not killed.
+pub(crate) const DIED_OF_FAILURE: u8 = 1 << 5;
 
 /// One chunk of the table. Zeroed, every task reads `Created`, with nothing published.
 #[derive(Debug)]
@@ -184,6 +186,15 @@ impl TaskCells {
 
     pub(crate) fn publish_flags(&self, flags: u8) {
         self.chunk.flags[self.place()].store(flags, Ordering::Relaxed);
+    }
+
+    /// Sets or clears the flag bits `flag` (the loop is the only writer, so a load and a
+    /// store suffice).
+    pub(crate) fn publish_flag(&self, flag: u8, on: bool) {
+        let cell = &self.chunk.flags[self.place()];
+        let flags = cell.load(Ordering::Relaxed);
+        let flags = if on { flags | flag } else { flags & !flag };
+        cell.store(flags, Ordering::Relaxed);
     }
 }
 

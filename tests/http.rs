@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
@@ -21,6 +22,7 @@ use task_supervisor::{
     TaskStatus,
 };
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use common::eventually;
 
@@ -86,23 +88,38 @@ async fn status_is(handle: &SupervisorHandle, task: &str, status: TaskStatus) {
     .await;
 }
 
-/// A task that runs until asked to stop, then takes `cleanup` to finish.
-fn service(cleanup: Duration) -> impl task_supervisor::SupervisedTask + Clone {
+/// A task that runs until asked to stop, then returns at once.
+fn service(_: Duration) -> impl task_supervisor::SupervisedTask + Clone {
     task_fn(move || async move {
         let token = TaskContext::current()
             .expect("inside a run")
             .cancellation_token();
         token.cancelled().await;
-        tokio::time::sleep(cleanup).await;
         Ok(())
+    })
+}
+
+/// A task that runs until asked to stop, then cleans up until `done` is notified.
+fn cleaning_up(done: Arc<Notify>) -> impl task_supervisor::SupervisedTask + Clone {
+    task_fn(move || {
+        let done = Arc::clone(&done);
+        async move {
+            let token = TaskContext::current()
+                .expect("inside a run")
+                .cancellation_token();
+            token.cancelled().await;
+            done.notified().await;
+            Ok(())
+        }
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
+    let cleaned_up = Arc::new(Notify::new());
     let handle = SupervisorBuilder::new()
-        .with_task("web", service(Duration::from_millis(300)))
-        .with_grace_period(Duration::from_secs(5))
+        .with_task("web", cleaning_up(Arc::clone(&cleaned_up)))
+        .with_grace_period(Duration::from_secs(3600))
         .build()
         .run();
     let addr = serve(&handle).await;
@@ -119,7 +136,19 @@ async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
     assert_eq!(ready.cache_control, "no-store");
     assert_eq!(get(addr, "/livez").await.status, 200);
 
-    // A task that is down: still live, not ready, and the body says which.
+    // A task that does not count for readiness may be down: still ready.
+    handle
+        .add_task_spec(
+            "reindex",
+            TaskSpec::new(task_fn(|| async { bail!("disk full") }))
+                .with_readiness(false)
+                .with_base_restart_delay(Duration::from_secs(600)),
+        )
+        .unwrap();
+    status_is(&handle, "reindex", TaskStatus::Failed).await;
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+
+    // A task that counts and is down: still live, not ready, and the body says which.
     handle
         .add_task_spec(
             "db",
@@ -132,8 +161,6 @@ async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.body, "live, not ready: `db` is failed\n");
     assert_eq!(get(addr, "/livez").await.status, 200);
-
-    // A task that does not count for readiness is left out.
     handle.kill_task("db").unwrap();
     status_is(&handle, "db", TaskStatus::Dead).await;
     assert_eq!(
@@ -141,17 +168,6 @@ async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
         503,
         "a killed task is down"
     );
-    handle
-        .add_task_spec(
-            "reindex",
-            TaskSpec::new(task_fn(|| async { bail!("disk full") }))
-                .with_readiness(false)
-                .with_base_restart_delay(Duration::from_secs(600)),
-        )
-        .unwrap();
-    status_is(&handle, "reindex", TaskStatus::Failed).await;
-    let text = get(addr, "/readyz").await.body;
-    assert!(!text.contains("reindex"), "{text}");
 
     // From the moment shutdown begins: not ready, still live while the runs stop.
     handle.shutdown().unwrap();
@@ -169,6 +185,7 @@ async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
     );
 
     // Stopped: neither.
+    cleaned_up.notify_one();
     handle.wait().await.unwrap();
     let live = get(addr, "/livez").await;
     assert_eq!((live.status, live.body.as_str()), (503, "stopped\n"));
@@ -195,6 +212,23 @@ async fn a_dead_significant_task_makes_the_process_not_live() {
         live.body.contains("significant task `import` is dead"),
         "{}",
         live.body
+    );
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+
+    // A significant task killed on purpose is no failure: still live (not ready: it is down).
+    let handle = SupervisorBuilder::new()
+        .with_task_spec("cron", TaskSpec::new(service(Duration::ZERO)).significant())
+        .build()
+        .run();
+    let addr = serve(&handle).await;
+    status_is(&handle, "cron", TaskStatus::Healthy).await;
+    handle.kill_task("cron").unwrap();
+    status_is(&handle, "cron", TaskStatus::Dead).await;
+    let live = get(addr, "/livez").await;
+    assert_eq!(
+        (live.status, live.body.as_str()),
+        (200, "live, not ready: `cron` is dead\n")
     );
     handle.shutdown().unwrap();
     handle.wait().await.unwrap();
@@ -394,11 +428,13 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
                 .with_base_restart_delay(Duration::from_secs(600)),
         )
         .with_task("migrate", task_fn(|| async { Ok(()) }))
+        .with_task("<i>odd</i>", service(Duration::ZERO))
         .build()
         .run();
     let addr = serve(&handle).await;
     status_is(&handle, "db", TaskStatus::Failed).await;
     status_is(&handle, "migrate", TaskStatus::Completed).await;
+    status_is(&handle, "<i>odd</i>", TaskStatus::Healthy).await;
     status_is(&handle, "cache", TaskStatus::Healthy).await;
     eventually("the child is up", || {
         handle
@@ -433,8 +469,14 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
     }
     assert!(dom.contains("<tbody>"), "a table was built: {dom}");
     assert!(dom.contains("connection refused"));
+    // A name's markup stays text: no element was made of it.
+    assert!(dom.contains("&lt;i&gt;odd&lt;/i&gt;"), "{dom}");
+    assert!(!dom.contains("<i>odd</i>"), "{dom}");
 
-    let screenshot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/live-page.png");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let screenshot = target.join("live-page.png");
     let shot_arg = format!("--screenshot={}", screenshot.display());
     tokio::task::spawn_blocking(move || {
         run_chromium(&binary, &url, &[&shot_arg, "--window-size=1100,420"])
@@ -449,6 +491,38 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
         screenshot.display()
     );
 
+    handle.shutdown().unwrap();
+    handle.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_nests_under_a_prefix_of_the_application() {
+    let handle = SupervisorBuilder::new()
+        .with_task("web", service(Duration::ZERO))
+        .build()
+        .run();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app: axum::Router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "the application's own page" }),
+        )
+        .nest("/supervisor", http::router(handle.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    status_is(&handle, "web", TaskStatus::Healthy).await;
+
+    assert_eq!(get(addr, "/").await.body, "the application's own page");
+    assert_eq!(get(addr, "/supervisor/readyz").await.status, 200);
+    let page = get(addr, "/supervisor").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<a href=\"/supervisor/tasks\">"),
+        "the page links to the JSON beside it: {}",
+        page.body
+    );
+    let tasks: Value = serde_json::from_str(&get(addr, "/supervisor/tasks").await.body).unwrap();
+    assert_eq!(tasks["tasks"][0]["name"], "web");
     handle.shutdown().unwrap();
     handle.wait().await.unwrap();
 }

@@ -18,6 +18,7 @@ use crate::policy::restart::Ending;
 use crate::policy::shutdown::ShutdownOrder;
 use crate::policy::window::{RestartLimit, RestartWindow};
 use crate::status::TaskStatus;
+use crate::table;
 use crate::unwind;
 
 impl EventLoop {
@@ -232,6 +233,9 @@ impl EventLoop {
         // Counted as dead of failure (a kill is not); `set_status` uncounts it when it leaves
         // `Dead`.
         self.slots[index].dead_of_failure = true;
+        self.slots[index]
+            .cells
+            .publish_flag(table::DIED_OF_FAILURE, true);
         self.dead_of_failure += 1;
         self.report(
             Some(index),

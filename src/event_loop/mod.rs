@@ -312,6 +312,8 @@ impl EventLoop {
         // Only the loop sets statuses, and only here, so these counts stay exact.
         if from == TaskStatus::Dead && slot.dead_of_failure {
             slot.dead_of_failure = false;
+            slot.cells
+                .publish_flag(crate::table::DIED_OF_FAILURE, false);
             self.dead_of_failure -= 1;
         }
         let name = &slot.name;

@@ -38,7 +38,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -58,6 +58,11 @@ use crate::{Health, SupervisorHandle};
 ///
 /// The router does not keep the supervisor up: it holds no handle, and once the supervisor
 /// has stopped `/livez` and `/readyz` answer `503` and `/tasks` lists nothing.
+///
+/// Merge it into an application that has none of its four routes (axum refuses a route
+/// defined twice), or nest it under a prefix of its own:
+/// `Router::new().nest("/supervisor", http::router(handle))` serves the page at
+/// `/supervisor` and the probes at `/supervisor/livez` and `/supervisor/readyz`.
 ///
 /// # Examples
 ///
@@ -182,9 +187,11 @@ async fn tasks(State(observer): State<Observer>) -> Response {
     no_store(StatusCode::OK, "application/json", body.to_string())
 }
 
-async fn page(State(observer): State<Observer>) -> Response {
+async fn page(State(observer): State<Observer>, OriginalUri(uri): OriginalUri) -> Response {
     let health = observer.health();
-    let html = super::page::render(&health, &Node::tree(&observer.0), Instant::now());
+    // The JSON beside the page, wherever the router is nested: `/tasks`, `/prefix/tasks`.
+    let tasks = format!("{}/tasks", uri.path().trim_end_matches('/'));
+    let html = super::page::render(&health, &Node::tree(&observer.0), &tasks, Instant::now());
     no_store(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
@@ -198,24 +205,20 @@ impl Node {
     /// The tasks of the supervisor behind `shared`, in start order, down the tree.
     pub(super) fn tree(shared: &Shared) -> Vec<Node> {
         let blocked = shared.blocked_now();
-        let Ok(infos) = shared
-            .registry
-            .task_infos(shared.epoch, |id| blocked.of(id))
-        else {
-            return Vec::new();
-        };
-        infos
-            .into_iter()
-            .map(|info| {
-                let children = shared
-                    .registry
-                    .id_of(&info.name)
-                    .ok()
-                    .and_then(|id| shared.child_of(id))
-                    .map(|child| Node::tree(&child.shared));
-                Node { info, children }
-            })
-            .collect()
+        let children = shared.children();
+        let mut nodes = Vec::with_capacity(shared.registry.len());
+        let listed = shared.registry.for_each_task_info(
+            shared.epoch,
+            |id| blocked.of(id),
+            |id, _, info| {
+                let children = children.get(&id).map(|child| Node::tree(&child.shared));
+                nodes.push(Node { info, children });
+            },
+        );
+        if listed.is_err() {
+            nodes.clear();
+        }
+        nodes
     }
 
     fn to_json(&self, now: Instant) -> Value {

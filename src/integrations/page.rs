@@ -31,7 +31,8 @@ th{background:#eef1f4;font-weight:600}\
 .muted{color:#8593a3}";
 
 /// The page for a supervisor of `health` whose tasks are `tree`, as seen at `now`.
-pub(super) fn render(health: &Health, tree: &[Node], now: Instant) -> String {
+/// `tasks` is the path of the JSON listing, for the page's link to it.
+pub(super) fn render(health: &Health, tree: &[Node], tasks: &str, now: Instant) -> String {
     let (class, title) = if !health.is_live() {
         ("down", "not live")
     } else if !health.is_ready() {
@@ -60,7 +61,8 @@ pub(super) fn render(health: &Health, tree: &[Node], now: Instant) -> String {
     let _ = write!(
         html,
         "</tbody></table><p class=\"muted\">{rows} tasks; this page reloads every \
-         {REFRESH_SECONDS} s. JSON: <a href=\"tasks\">/tasks</a></p></body></html>"
+         {REFRESH_SECONDS} s. JSON: <a href=\"{tasks}\">{tasks}</a></p></body></html>",
+        tasks = escape(tasks)
     );
     html
 }

@@ -17,8 +17,14 @@ use crate::SupervisorHandle;
 /// (and the shutdown bound, if one is set); a second drops every run still alive at once.
 ///
 /// The listeners are installed before it returns, so no signal sent after the call is lost.
-/// The listener does not keep the supervisor up, and ends by itself once it has stopped.
-/// Call it from inside a Tokio runtime.
+/// The listener does not keep the supervisor up, and ends by itself once it has stopped. If
+/// the program started a shutdown itself, the first signal changes nothing (the shutdown goes
+/// on, with its grace periods) and the second still cuts it short. Call it from inside a Tokio
+/// runtime.
+///
+/// Tokio keeps its handlers for these signals installed for the rest of the process, so once
+/// the listener has ended, SIGINT and SIGTERM no longer end the process by themselves: a
+/// program that goes on after its supervisor stopped handles them itself.
 ///
 /// # Errors
 ///

@@ -22,9 +22,12 @@
 //!
 //! ```ini
 //! [Service]
-//! Type=notify            # started once READY=1 arrives
-//! WatchdogSec=10s        # restarted if no WATCHDOG=1 comes for 10 s
-//! Restart=on-failure     # restarted when the supervisor gave up (a non-zero exit code)
+//! # Started once READY=1 arrives.
+//! Type=notify
+//! # Restarted if no WATCHDOG=1 comes for 10 s.
+//! WatchdogSec=10s
+//! # Restarted when the supervisor gave up (a non-zero exit code).
+//! Restart=on-failure
 //! ExecStart=/usr/local/bin/my-service
 //! ```
 //!
@@ -52,6 +55,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long after a status change the readiness is checked (one check for a burst of
 /// changes, however many tasks start at once).
 const READY_CHECK_AFTER: Duration = Duration::from_millis(20);
+
+/// How often readiness is checked while the supervisor is not ready, events or not (a child
+/// supervisor's tasks come up without an event of this one); also how soon a `READY=1` or
+/// `STOPPING=1` that could not be sent is tried again.
+const READY_RECHECK: Duration = Duration::from_millis(250);
 
 /// The systemd variables a notifier is made from. Read them from the process with
 /// [`Environment::from_process`], or set them by hand (in tests, say), so that nothing global
@@ -193,13 +201,13 @@ impl Notifier {
         self.notify("WATCHDOG=1")
     }
 
-    /// Sends `STATUS=` with `status` (its newlines replaced by spaces).
+    /// Sends `STATUS=` with `status` (its line breaks replaced by spaces).
     ///
     /// # Errors
     ///
     /// As [`notify`](Self::notify).
     pub fn status(&self, status: &str) -> io::Result<()> {
-        self.notify(&format!("STATUS={}", status.replace('\n', " ")))
+        self.notify(&format!("STATUS={}", status.replace(['\n', '\r'], " ")))
     }
 
     /// How often [`spawn`](Self::spawn) feeds the watchdog: half of `WATCHDOG_USEC`, as
@@ -226,11 +234,13 @@ impl Notifier {
         let far = || Instant::now() + Duration::from_secs(86_400 * 365);
         let mut ready_sent = ready == Ready::Manually;
         let mut stopping_sent = false;
-        // A check at once: the tasks may all be up already.
+        // Readiness is checked at once, after a burst of events, and every `READY_RECHECK`
+        // while not ready: a child supervisor's tasks come up without an event of this one.
         let mut ready_check = if ready_sent { far() } else { Instant::now() };
         let mut status_due: Option<Instant> = Some(Instant::now());
         let mut last_status: Option<Instant> = None;
         let mut next_watchdog = self.watchdog_interval().map(|every| Instant::now() + every);
+        let mut stopping_retry = far();
         loop {
             let watchdog_at = next_watchdog.unwrap_or_else(far);
             let status_at = status_due.unwrap_or_else(far);
@@ -238,12 +248,11 @@ impl Notifier {
                 () = stopped.cancelled() => break,
                 event = events.recv() => match event {
                     Ok(event) => {
-                        if matches!(event.kind, EventKind::Stopping) && !stopping_sent {
-                            stopping_sent = true;
-                            self.send("STOPPING=1");
-                        }
                         if !ready_sent && ready_check > Instant::now() + READY_CHECK_AFTER {
                             ready_check = Instant::now() + READY_CHECK_AFTER;
+                        }
+                        if matches!(event.kind, EventKind::Stopping) {
+                            stopping_retry = Instant::now();
                         }
                         status_due.get_or_insert_with(|| status_after(last_status));
                     }
@@ -260,13 +269,15 @@ impl Notifier {
                     }
                 },
                 () = sleep_until(ready_check), if !ready_sent => {
-                    ready_check = far();
+                    ready_check = Instant::now() + READY_RECHECK;
                     let health = observer.health();
                     if health.is_ready() {
-                        ready_sent = true;
-                        self.send(&format!("READY=1\nSTATUS={}", status_line(shared, &health)));
-                        last_status = Some(Instant::now());
-                        status_due = None;
+                        // A READY=1 that could not be sent is tried again at the next check.
+                        ready_sent = self.send(&format!("READY=1\nSTATUS={}", status_line(shared, &health)));
+                        if ready_sent {
+                            last_status = Some(Instant::now());
+                            status_due = None;
+                        }
                     }
                 }
                 () = sleep_until(status_at), if status_due.is_some() => {
@@ -284,18 +295,27 @@ impl Notifier {
                         tracing::warn!(%health, "not feeding systemd's watchdog: the supervisor is not live");
                     }
                 }
+                () = sleep_until(stopping_retry), if !stopping_sent => {
+                    stopping_retry = far();
+                }
             }
             if !stopping_sent && !shared.registry.is_running() {
-                stopping_sent = true;
-                self.send("STOPPING=1");
+                stopping_sent = self.send("STOPPING=1");
+                if !stopping_sent {
+                    stopping_retry = Instant::now() + READY_RECHECK;
+                }
             }
         }
     }
 
-    /// Sends `state`, logging a failure (there is no one else to tell).
-    fn send(&self, state: &str) {
-        if let Err(error) = self.notify(state) {
-            tracing::warn!(%error, state, "could not notify systemd");
+    /// Sends `state`, logging a failure (there is no one else to tell); whether it went.
+    fn send(&self, state: &str) -> bool {
+        match self.notify(state) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, state, "could not notify systemd");
+                false
+            }
         }
     }
 }
@@ -306,17 +326,20 @@ fn status_after(last: Option<Instant>) -> Instant {
     last.map_or(now, |last| (last + STATUS_EVERY).max(now))
 }
 
-/// The `STATUS=` line: the health, then the count of tasks in each status.
+/// The `STATUS=` line: the health (of the whole tree), then the count of this supervisor's
+/// own tasks in each status, on one line whatever the task names hold.
 fn status_line(shared: &crate::shared::Shared, health: &Health) -> String {
     let counts: Vec<String> = Health::counts(shared)
         .into_iter()
         .map(|(status, count)| format!("{count} {status}"))
         .collect();
-    if counts.is_empty() {
+    let line = if counts.is_empty() {
         format!("{health}; no tasks")
     } else {
         format!("{health}; {}", counts.join(", "))
-    }
+    };
+    // A task's name may hold a newline: it must not start an assignment of its own.
+    line.replace(['\n', '\r'], " ")
 }
 
 fn invalid(message: String) -> io::Error {

@@ -3,10 +3,15 @@
 //! notifier and anyone who calls [`SupervisorHandle::health`](crate::SupervisorHandle::health).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shared::Shared;
 use crate::status::TaskStatus;
+use crate::table;
+
+/// How many problems the one-line summary names before it counts the rest.
+const NAMED_PROBLEMS: usize = 5;
 
 /// A supervisor's health, read from what it last published (see
 /// [`SupervisorHandle::health`](crate::SupervisorHandle::health)), down its whole tree.
@@ -72,46 +77,62 @@ impl Health {
 
     /// Reads the health of the supervisor behind `shared`, and of its children.
     pub(crate) fn of(shared: &Shared) -> Self {
-        let stopped = shared.stopped.is_cancelled();
         let mut health = Self {
-            stopped,
-            stopping: stopped || !shared.registry.is_running(),
+            stopped: false,
+            stopping: !shared.registry.is_running(),
             blocked: Vec::new(),
             dead_significant: Vec::new(),
             not_ready: Vec::new(),
         };
-        if !stopped {
-            health.add_tasks(shared, "");
+        // A supervisor that stopped between the two reads has no tasks to list: stopped.
+        if shared.stopped.is_cancelled() || !health.add_tasks(shared, "") {
+            health.stopped = true;
+            health.stopping = true;
+            health.blocked.clear();
+            health.dead_significant.clear();
+            health.not_ready.clear();
         }
         health
     }
 
     /// Adds the problems of the tasks of `shared` (and, below them, its children's), their
-    /// names prefixed with `path`.
-    fn add_tasks(&mut self, shared: &Shared, path: &str) {
+    /// names prefixed with `path`; `false` if that supervisor has stopped.
+    fn add_tasks(&mut self, shared: &Shared, path: &str) -> bool {
         let blocked = shared.blocked_now();
-        let Ok(infos) = shared
+        let children = shared.children();
+        let mut below = Vec::new();
+        let listed = shared
             .registry
-            .task_infos(shared.epoch, |id| blocked.of(id))
-        else {
-            return; // stopped meanwhile: its parent's view of the task says the rest
-        };
-        for info in infos {
-            let name = format!("{path}{}", info.name);
-            if let Some(blocked_for) = info.blocked_for {
-                self.blocked.push((name.clone(), blocked_for));
-            }
-            if info.significant && info.status == TaskStatus::Dead {
-                self.dead_significant.push(name.clone());
-            }
-            let ready = matches!(info.status, TaskStatus::Healthy | TaskStatus::Completed);
-            if info.counts_for_readiness && !ready {
-                self.not_ready.push((name, info.status));
-            }
+            .for_each_task_info(
+                shared.epoch,
+                |id| blocked.of(id),
+                |id, flags, info| {
+                    let name = || format!("{path}{}", info.name);
+                    if let Some(blocked_for) = info.blocked_for {
+                        self.blocked.push((name(), blocked_for));
+                    }
+                    // A significant task killed on purpose is no failure of the process.
+                    if info.significant
+                        && info.status == TaskStatus::Dead
+                        && flags & table::DIED_OF_FAILURE != 0
+                    {
+                        self.dead_significant.push(name());
+                    }
+                    let ready = matches!(info.status, TaskStatus::Healthy | TaskStatus::Completed);
+                    if info.counts_for_readiness && !ready {
+                        self.not_ready.push((name(), info.status));
+                    }
+                    if let Some(child) = children.get(&id) {
+                        below.push((format!("{path}{}/", info.name), Arc::clone(child)));
+                    }
+                },
+            )
+            .is_ok();
+        for (path, child) in below {
+            // A child that stopped meanwhile: its parent's view of the task says the rest.
+            self.add_tasks(&child.shared, &path);
         }
-        for (name, child) in shared.children() {
-            self.add_tasks(&child.shared, &format!("{path}{name}/"));
-        }
+        listed
     }
 
     /// Counts of tasks by status, for a one-line summary (systemd's `STATUS=`).
@@ -132,32 +153,45 @@ impl Health {
 }
 
 impl fmt::Display for Health {
-    /// One line: `live, ready`, or what keeps it from being so.
+    /// One line: `live, ready`, or what keeps it from being so (the first five problems, then
+    /// how many more).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.stopped {
             return f.write_str("stopped");
         }
-        let mut problems: Vec<String> = Vec::new();
-        if self.stopping {
-            problems.push("shutting down".to_owned());
+        let stopping = self.stopping.then(|| "shutting down".to_owned());
+        let blocked = self.blocked.iter().map(|(task, blocked_for)| {
+            format!("`{task}` blocks its thread ({blocked_for:?} so far)")
+        });
+        let dead = self
+            .dead_significant
+            .iter()
+            .map(|task| format!("significant task `{task}` is dead"));
+        let down = self
+            .not_ready
+            .iter()
+            .map(|(task, status)| format!("`{task}` is {status}"));
+        let total = usize::from(self.stopping)
+            + self.blocked.len()
+            + self.dead_significant.len()
+            + self.not_ready.len();
+        if total == 0 {
+            return f.write_str("live, ready");
         }
-        for (task, blocked_for) in &self.blocked {
-            problems.push(format!(
-                "`{task}` blocks its thread ({blocked_for:?} so far)"
-            ));
+        // Only the problems named are formatted: 100k tasks starting make one short line.
+        let named: Vec<String> = stopping
+            .into_iter()
+            .chain(blocked)
+            .chain(dead)
+            .chain(down)
+            .take(NAMED_PROBLEMS)
+            .collect();
+        let live = if self.is_live() { "live" } else { "not live" };
+        write!(f, "{live}, not ready: {}", named.join(", "))?;
+        if total > named.len() {
+            write!(f, ", and {} more", total - named.len())?;
         }
-        for task in &self.dead_significant {
-            problems.push(format!("significant task `{task}` is dead"));
-        }
-        for (task, status) in &self.not_ready {
-            problems.push(format!("`{task}` is {status}"));
-        }
-        if problems.is_empty() {
-            f.write_str("live, ready")
-        } else {
-            let live = if self.is_live() { "live" } else { "not live" };
-            write!(f, "{live}, not ready: {}", problems.join(", "))
-        }
+        Ok(())
     }
 }
 
@@ -217,5 +251,20 @@ mod tests {
         };
         assert!(!stopped.is_live());
         assert_eq!(stopped.to_string(), "stopped");
+    }
+
+    #[test]
+    fn the_summary_names_five_problems_and_counts_the_rest() {
+        let starting = Health {
+            not_ready: (0..100_000)
+                .map(|i| (format!("task-{i}"), TaskStatus::Starting))
+                .collect(),
+            ..healthy()
+        };
+        assert_eq!(
+            starting.to_string(),
+            "live, not ready: `task-0` is starting, `task-1` is starting, `task-2` is starting, \
+             `task-3` is starting, `task-4` is starting, and 99995 more"
+        );
     }
 }
