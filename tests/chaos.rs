@@ -723,6 +723,10 @@ struct ChildProbe {
     live: AtomicU32,
     /// Instances of this child's tasks (registered, and made for runs) not dropped yet.
     held: AtomicU32,
+    /// Instances a commander has made for an `add_task` to this child that has not returned
+    /// yet: held by the commander, not the child (refused by a child that is stopping, it is
+    /// dropped only as the call returns, which may be after the child's run has ended).
+    registering: AtomicU32,
     /// Runs of the root task that runs this child being polled now.
     runs_live: AtomicU32,
     builds: AtomicU64,
@@ -850,16 +854,29 @@ fn child_settings(world: &World, child: &ChildProbe, build: u64) -> SupervisorBu
     }
 }
 
+/// The instances of `child`'s tasks that the child holds, as far as can be told: every one
+/// not dropped, unless a commander's `add_task` to the child was under way meanwhile (its
+/// instance, refused by a child that is stopping, is dropped only as the call returns, which
+/// may be after the child's run ended). A commander's whole call would have to fit between
+/// the two reads of `registering` to be counted.
+fn held_by_the_child(child: &ChildProbe) -> u32 {
+    let before = child.registering.load(Ordering::SeqCst);
+    let held = child.held.load(Ordering::SeqCst);
+    let after = child.registering.load(Ordering::SeqCst);
+    if before == 0 && after == 0 {
+        held
+    } else {
+        0
+    }
+}
+
 /// The task of the root that runs `child`: every run builds it afresh.
 fn child_supervisor(world: &Arc<World>, child: &Arc<ChildProbe>) -> ChildSupervisor {
     let world = Arc::clone(world);
     let child = Arc::clone(child);
     ChildSupervisor::new(move || {
         let build = child.builds.fetch_add(1, Ordering::SeqCst);
-        let (live, held) = (
-            child.live.load(Ordering::SeqCst),
-            child.held.load(Ordering::SeqCst),
-        );
+        let (live, held) = (child.live.load(Ordering::SeqCst), held_by_the_child(&child));
         if live != 0 || held != 0 {
             world.violation(format!(
                 "{}: build {build} made while an earlier build had {live} runs alive and held \
@@ -953,7 +970,7 @@ impl Drop for ChildRun {
         // tasks as it ends, must hold none of them.
         let (live, held) = (
             self.child.live.load(Ordering::SeqCst),
-            self.child.held.load(Ordering::SeqCst),
+            held_by_the_child(&self.child),
         );
         if live != 0 || held != 0 {
             self.world.violation(format!(
@@ -1039,6 +1056,7 @@ fn make_children(
                 quiet: *quiet,
                 live: AtomicU32::new(0),
                 held: AtomicU32::new(0),
+                registering: AtomicU32::new(0),
                 runs_live: AtomicU32::new(0),
                 builds: AtomicU64::new(0),
                 members,
@@ -1145,6 +1163,9 @@ impl Commanders {
             child: Arc::clone(child),
             member: None,
         });
+        if let Some(child) = in_child {
+            child.registering.fetch_add(1, Ordering::SeqCst);
+        }
         let (task, probe) = ChaosTask::new(id, &self.world, membership);
         lock(&self.probes).insert(id, probe);
         match in_child {
@@ -1152,6 +1173,9 @@ impl Commanders {
             None => lock(&self.reserved).insert(Arc::clone(&name)),
         };
         let added = handle.add_task(&name, task);
+        if let Some(child) = in_child {
+            child.registering.fetch_sub(1, Ordering::SeqCst);
+        }
         if added.is_ok() {
             match in_child {
                 Some(child) => lock(&child.added).push(name),
