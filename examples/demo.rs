@@ -215,7 +215,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if serve {
-        println!("\nStill serving the live page; Ctrl-C to stop.");
+        if handle.is_running() {
+            println!("\nStill serving the live page; Ctrl-C to stop.");
+        }
         let outcome = handle.wait().await;
         println!("Every run has ended.");
         return Ok(outcome?);

@@ -89,7 +89,7 @@ async fn status_is(handle: &SupervisorHandle, task: &str, status: TaskStatus) {
 }
 
 /// A task that runs until asked to stop, then returns at once.
-fn service(_: Duration) -> impl task_supervisor::SupervisedTask + Clone {
+fn service() -> impl task_supervisor::SupervisedTask + Clone {
     task_fn(move || async move {
         let token = TaskContext::current()
             .expect("inside a run")
@@ -195,7 +195,7 @@ async fn readiness_follows_the_tasks_and_ends_when_shutdown_begins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_significant_task_makes_the_process_not_live() {
     let handle = SupervisorBuilder::new()
-        .with_task("web", service(Duration::ZERO))
+        .with_task("web", service())
         .with_task_spec(
             "import",
             TaskSpec::new(task_fn(|| async { bail!("bad input") }))
@@ -218,7 +218,7 @@ async fn a_dead_significant_task_makes_the_process_not_live() {
 
     // A significant task killed on purpose is no failure: still live (not ready: it is down).
     let handle = SupervisorBuilder::new()
-        .with_task_spec("cron", TaskSpec::new(service(Duration::ZERO)).significant())
+        .with_task_spec("cron", TaskSpec::new(service()).significant())
         .build()
         .run();
     let addr = serve(&handle).await;
@@ -236,9 +236,7 @@ async fn a_dead_significant_task_makes_the_process_not_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_lists_every_task_as_json_with_children_nested() {
-    let web = ChildSupervisor::new(|| {
-        SupervisorBuilder::new().with_task("acceptor", service(Duration::ZERO))
-    });
+    let web = ChildSupervisor::new(|| SupervisorBuilder::new().with_task("acceptor", service()));
     let handle = SupervisorBuilder::new()
         .with_task("web", web)
         .with_task_spec(
@@ -305,7 +303,7 @@ async fn tasks_lists_every_task_as_json_with_children_nested() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_every_task_and_escapes_names_and_errors() {
     let handle = SupervisorBuilder::new()
-        .with_task("<b>web</b>", service(Duration::ZERO))
+        .with_task("<b>web</b>", service())
         .with_task_spec(
             "db",
             TaskSpec::new(task_fn(|| async { bail!("<script>alert('x')</script>") }))
@@ -344,7 +342,7 @@ async fn the_page_lists_every_task_and_escapes_names_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_until_the_supervisor_stops() {
     let handle = SupervisorBuilder::new()
-        .with_task("web", service(Duration::ZERO))
+        .with_task("web", service())
         .build()
         .run();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -416,19 +414,17 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
         eprintln!("skipped: no Chromium here (`bash .ci/run` installs it)");
         return;
     };
-    let api = ChildSupervisor::new(|| {
-        SupervisorBuilder::new().with_task("acceptor", service(Duration::ZERO))
-    });
+    let api = ChildSupervisor::new(|| SupervisorBuilder::new().with_task("acceptor", service()));
     let handle = SupervisorBuilder::new()
         .with_task("api", api)
-        .with_task("cache", service(Duration::ZERO))
+        .with_task("cache", service())
         .with_task_spec(
             "db",
             TaskSpec::new(task_fn(|| async { bail!("connection refused") }))
                 .with_base_restart_delay(Duration::from_secs(600)),
         )
         .with_task("migrate", task_fn(|| async { Ok(()) }))
-        .with_task("<i>odd</i>", service(Duration::ZERO))
+        .with_task("<i>odd</i>", service())
         .build()
         .run();
     let addr = serve(&handle).await;
@@ -498,7 +494,7 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_nests_under_a_prefix_of_the_application() {
     let handle = SupervisorBuilder::new()
-        .with_task("web", service(Duration::ZERO))
+        .with_task("web", service())
         .build()
         .run();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
