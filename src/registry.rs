@@ -82,6 +82,9 @@ enum Lifecycle {
 struct Inner {
     /// Each name's id. Ids are dense: the `n`th task registered has id `n - 1`.
     by_name: HashMap<Arc<str>, u32>,
+    /// Each id's name, in id order (the same `Arc`s as `by_name`): a listing in start order
+    /// reads it front to back, and a name is found from an id without a scan.
+    names: Vec<Arc<str>>,
     /// The task table: id `i` is place `i % CHUNK` of chunk `i / CHUNK`. Only grows.
     statuses: Vec<Arc<TaskChunk>>,
     lifecycle: Lifecycle,
@@ -123,6 +126,7 @@ impl Registry {
         Self {
             inner: RwLock::new(Inner {
                 by_name: HashMap::new(),
+                names: Vec::new(),
                 statuses: Vec::new(),
                 lifecycle: Lifecycle::Running,
             }),
@@ -184,8 +188,10 @@ impl Registry {
                 vacant.insert(entry.id);
             }
         }
+        inner.names.push(Arc::clone(&name));
         if let Err(error) = send(Arc::clone(&name), entry) {
             inner.by_name.remove(&name);
+            inner.names.pop();
             return Err(error);
         }
         Ok(())
@@ -234,6 +240,7 @@ impl Registry {
     pub(crate) fn add_initial(&self, name: Arc<str>) -> Option<TaskEntry> {
         let mut inner = self.write();
         let entry = inner.reserve()?;
+        inner.names.push(Arc::clone(&name));
         let replaced = inner.by_name.insert(name, entry.id);
         // The builder keeps one task per name, so ids stay dense.
         debug_assert!(replaced.is_none(), "a builder task registered twice");
@@ -306,14 +313,12 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        let mut statuses: Vec<(u32, Arc<str>, TaskStatus)> = inner
-            .by_name
+        Ok(inner
+            .names
             .iter()
-            .map(|(name, &id)| (id, Arc::clone(name), inner.status(id)))
-            .collect();
-        drop(inner);
-        statuses.sort_unstable_by_key(|(id, ..)| *id);
-        Ok(statuses)
+            .enumerate()
+            .map(|(id, name)| (id as u32, Arc::clone(name), inner.status(id as u32)))
+            .collect())
     }
 
     /// The info of the task `name`, or `None` if no task has that name (see
@@ -377,35 +382,32 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        // Ids are dense: the names by id, then the table read in order, chunk by chunk.
-        let mut names: Vec<Option<Arc<str>>> = vec![None; inner.by_name.len()];
-        for (name, &id) in &inner.by_name {
-            if let Some(place) = names.get_mut(id as usize) {
-                *place = Some(Arc::clone(name));
-            }
-        }
+        // Ids are dense: the names in id order, the table read in the same order, chunk by
+        // chunk.
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        for (place, name) in names.into_iter().enumerate() {
-            let Some(name) = name else { continue };
+        for (place, name) in inner.names.iter().enumerate() {
             let published = inner.statuses[place / CHUNK].read(place % CHUNK);
             let failure = failures.get(place).cloned().flatten();
             let id = place as u32;
-            let info = observe::info::info(name, &published, failure, blocked_for(id), epoch, now);
+            let info = observe::info::info(
+                Arc::clone(name),
+                &published,
+                failure,
+                blocked_for(id),
+                epoch,
+                now,
+            );
             each(id, published.flags, info);
         }
         Ok(())
     }
 
-    /// The name and restart count of task `id` (a scan of every name: for the rare report of a
-    /// blocked poll only).
+    /// The name and restart count of task `id`.
     pub(crate) fn name_and_attempt(&self, id: u32) -> Option<(Arc<str>, u32)> {
         let inner = self.read();
-        let name = inner
-            .by_name
-            .iter()
-            .find_map(|(name, &other)| (other == id).then(|| Arc::clone(name)))?;
         let place = id as usize;
+        let name = Arc::clone(inner.names.get(place)?);
         let attempt = inner
             .statuses
             .get(place / CHUNK)?
