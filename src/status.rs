@@ -122,16 +122,23 @@ impl TaskStatus {
     }
 }
 
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl TaskStatus {
+    /// The status in lower case, as `Display` writes it (and metrics label it).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
             Self::Created => "created",
             Self::Starting => "starting",
             Self::Healthy => "healthy",
             Self::Failed => "failed",
             Self::Completed => "completed",
             Self::Dead => "dead",
-        })
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -24,7 +24,7 @@ use task_supervisor::{
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use common::eventually;
+use common::{child_status_is, status_is};
 
 /// One response: status code, content type, body.
 struct Reply {
@@ -74,18 +74,6 @@ async fn serve(handle: &SupervisorHandle) -> SocketAddr {
         .merge(http::router(handle.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-async fn status_is(handle: &SupervisorHandle, task: &str, status: TaskStatus) {
-    eventually(&format!("{task} is {status}"), || {
-        handle
-            .task_info(task)
-            .ok()
-            .flatten()
-            .map(|info| info.status)
-            == Some(status)
-    })
-    .await;
 }
 
 /// A task that runs until asked to stop, then returns at once.
@@ -249,15 +237,7 @@ async fn tasks_lists_every_task_as_json_with_children_nested() {
         .run();
     let addr = serve(&handle).await;
     status_is(&handle, "db", TaskStatus::Failed).await;
-    eventually("the child's acceptor is healthy", || {
-        handle
-            .child("web")
-            .ok()
-            .flatten()
-            .and_then(|child| child.task_info("acceptor").ok().flatten())
-            .is_some_and(|info| info.status == TaskStatus::Healthy)
-    })
-    .await;
+    child_status_is(&handle, "web", "acceptor", TaskStatus::Healthy).await;
 
     let reply = get(addr, "/tasks").await;
     assert_eq!(
@@ -432,15 +412,7 @@ async fn the_page_renders_in_a_browser_with_every_task_and_its_status() {
     status_is(&handle, "migrate", TaskStatus::Completed).await;
     status_is(&handle, "<i>odd</i>", TaskStatus::Healthy).await;
     status_is(&handle, "cache", TaskStatus::Healthy).await;
-    eventually("the child is up", || {
-        handle
-            .child("api")
-            .ok()
-            .flatten()
-            .and_then(|child| child.task_info("acceptor").ok().flatten())
-            .is_some_and(|info| info.status == TaskStatus::Healthy)
-    })
-    .await;
+    child_status_is(&handle, "api", "acceptor", TaskStatus::Healthy).await;
 
     let url = format!("http://{addr}/");
     let dom = {

@@ -10,11 +10,11 @@ mod common;
 use std::time::Duration;
 
 use task_supervisor::integrations::systemd::{Environment, Notifier, Ready};
-use task_supervisor::{
-    bail, task_fn, SupervisorBuilder, SupervisorHandle, TaskContext, TaskSpec, TaskStatus,
-};
+use task_supervisor::{bail, task_fn, SupervisorBuilder, TaskContext, TaskSpec, TaskStatus};
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
+
+use common::status_is;
 
 /// A socket systemd would listen on, at a fresh path.
 fn bind_path() -> (UnixDatagram, std::path::PathBuf) {
@@ -75,18 +75,6 @@ fn web() -> impl task_supervisor::SupervisedTask + Clone {
         Ok(())
     })
     .with_heartbeats()
-}
-
-async fn status_is(handle: &SupervisorHandle, task: &str, status: TaskStatus) {
-    common::eventually(&format!("{task} is {status}"), || {
-        handle
-            .task_info(task)
-            .ok()
-            .flatten()
-            .map(|info| info.status)
-            == Some(status)
-    })
-    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::http::{policy_name, Node};
-use crate::{Health, TaskStatus};
+use crate::Health;
 
 /// How often the page reloads itself, in seconds.
 const REFRESH_SECONDS: u32 = 2;
@@ -101,7 +101,7 @@ fn rows_of(
              <td style=\"padding-left:{indent}rem\">{name}</td>\
              <td><span class=\"badge\">{status}</span></td><td>{policy}</td>\
              <td>{restarts}</td><td>{last_failure}</td><td>{beat}</td><td>{blocked}</td></tr>",
-            status = status_class(info.status),
+            status = info.status.name(),
             name_attr = escape(&full_name),
             indent = 0.7 + 1.5 * depth as f64,
             name = escape(&info.name),
@@ -118,17 +118,6 @@ fn rows_of(
                 rows,
             );
         }
-    }
-}
-
-fn status_class(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Created => "created",
-        TaskStatus::Starting => "starting",
-        TaskStatus::Healthy => "healthy",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Dead => "dead",
     }
 }
 

@@ -62,29 +62,18 @@ pub(crate) fn record(task: &Arc<str>, kind: &EventKind) {
 /// One task moved from `from` to `to` (`None`: it was just registered).
 pub(crate) fn status_changed(from: Option<TaskStatus>, to: TaskStatus) {
     if let Some(from) = from {
-        ::metrics::gauge!("task_supervisor_tasks", "status" => status_label(from)).decrement(1.0);
+        ::metrics::gauge!("task_supervisor_tasks", "status" => from.name()).decrement(1.0);
     }
-    ::metrics::gauge!("task_supervisor_tasks", "status" => status_label(to)).increment(1.0);
+    ::metrics::gauge!("task_supervisor_tasks", "status" => to.name()).increment(1.0);
 }
 
 /// A task of status `status` is gone with its supervisor.
 pub(crate) fn task_gone(status: TaskStatus) {
-    ::metrics::gauge!("task_supervisor_tasks", "status" => status_label(status)).decrement(1.0);
+    ::metrics::gauge!("task_supervisor_tasks", "status" => status.name()).decrement(1.0);
 }
 
 /// A run of `task` lasted `duration`.
 pub(crate) fn run_ended(task: &Arc<str>, duration: Duration) {
     ::metrics::histogram!("task_supervisor_run_duration_seconds", "task" => Arc::clone(task))
         .record(duration.as_secs_f64());
-}
-
-fn status_label(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Created => "created",
-        TaskStatus::Starting => "starting",
-        TaskStatus::Healthy => "healthy",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Dead => "dead",
-    }
 }

@@ -394,6 +394,38 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         .unwrap_or_else(|_| panic!("never happened: {what}"));
 }
 
+/// Waits until the task `task` of `handle` has `status` (see [`eventually`]).
+pub async fn status_is(handle: &SupervisorHandle, task: &str, status: TaskStatus) {
+    eventually(&format!("{task} is {status}"), || {
+        handle
+            .task_info(task)
+            .ok()
+            .flatten()
+            .map(|info| info.status)
+            == Some(status)
+    })
+    .await;
+}
+
+/// Waits until the task `task` of the child supervisor that `handle`'s task `child` runs has
+/// `status`.
+pub async fn child_status_is(
+    handle: &SupervisorHandle,
+    child: &str,
+    task: &str,
+    status: TaskStatus,
+) {
+    eventually(&format!("{child}/{task} is {status}"), || {
+        handle
+            .child(child)
+            .ok()
+            .flatten()
+            .and_then(|child| child.task_info(task).ok().flatten())
+            .is_some_and(|info| info.status == status)
+    })
+    .await;
+}
+
 /// Waits until every task of `handle` has finished by itself (`Completed` or `Dead`); panics if
 /// 60 s (of paused or real time) pass first.
 ///
