@@ -612,8 +612,8 @@ impl SupervisorHandle {
         self.shared().registry.is_running()
     }
 
-    /// Whether the supervisor has stopped: its loop has ended, every run has been stopped or
-    /// dropped, and [`wait`](Self::wait) returns at once.
+    /// Whether the supervisor has stopped: every run has ended and every task has been
+    /// dropped, and [`wait`](Self::wait) returns as soon as the loop's task is done.
     pub fn has_stopped(&self) -> bool {
         self.shared().stopped.is_cancelled()
     }

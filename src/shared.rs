@@ -42,8 +42,9 @@ pub(crate) struct Shared {
     pub(crate) sender: mpsc::UnboundedSender<Message>,
     /// How the supervisor ended, set by the loop just before it returns.
     pub(crate) outcome: OnceLock<Result<(), SupervisorError>>,
-    /// Cancelled by the loop right after it set [`outcome`](Self::outcome): what a helper that
-    /// must not keep the supervisor up (a signal listener, the systemd notifier) waits on.
+    /// Cancelled by the loop as its very last step, after it set [`outcome`](Self::outcome)
+    /// and dropped every task: what a helper that must not keep the supervisor up (a signal
+    /// listener, the systemd notifier, a server) waits on.
     pub(crate) stopped: tokio_util::sync::CancellationToken,
     /// The loop's task. A `wait` awaits it under this (asynchronous) lock, so that `wait`
     /// returns only once the loop's task itself is gone; a `wait` dropped halfway leaves it

@@ -238,7 +238,6 @@ impl EventLoop {
         self.status_changes.release();
         self.events.release();
         let _ = self.shared.outcome.set(result);
-        self.shared.stopped.cancel();
         // A task's `Drop` may panic; the loop must not (invariant 6). Each is dropped on its
         // own, since a second panic while the first unwinds would abort the process.
         for slot in self.slots.take_all() {
@@ -250,6 +249,8 @@ impl EventLoop {
         while let Ok(message) = self.receiver.try_recv() {
             unwind::drop_guarded(message);
         }
+        // Last: whoever waits on it (a signal listener, a server) sees every task gone.
+        self.shared.stopped.cancel();
     }
 
     fn on_message(&mut self, message: Message) {
