@@ -1,7 +1,8 @@
 //! The run context: what code inside a run uses to reach its supervisor.
 //!
-//! Each run gets its own [`RunShared`], set as a task-local around the run's future, so `run`
-//! reaches it without any change to [`SupervisedTask`](crate::SupervisedTask)'s signature.
+//! Each run gets its own [`RunShared`], made this thread's current run around every poll (and
+//! the drop) of the run's future, so `run` reaches it without any change to
+//! [`SupervisedTask`](crate::SupervisedTask)'s signature.
 //!
 //! # Invariants
 //!
@@ -19,6 +20,9 @@
 //!    run never proved alive, never asked for its token and was never asked to stop; the
 //!    generation it carries then moves on, so a stop meant for the old run cannot reach the new
 //!    one ([`RunShared::request_stop`] with an expected generation).
+//! 5. This thread's current run (see [`RunShared::enter`]) is set only while the driver polls
+//!    or drops the run's future, and the driver holds an `Arc` of it for all that time: the
+//!    pointer it is kept as never outlives what it points to, and no other thread ever sees it.
 //!
 //! # Why sharing is safe
 //!
@@ -41,8 +45,40 @@ use crate::spec::TaskPolicy;
 use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
 use crate::table::{self, TaskChunk, CHUNK};
 
-tokio::task_local! {
-    static CURRENT_RUN: Arc<RunShared>;
+std::thread_local! {
+    /// The run whose future this thread is polling or dropping now, or null (invariant 5): two
+    /// pointer stores around every poll, where a `task_local!` swaps an `Arc` through a
+    /// `RefCell`.
+    static CURRENT_RUN: std::cell::Cell<*const RunShared> =
+        const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Calls `f` with this thread's current run, if it is inside one.
+fn with_current<R>(f: impl FnOnce(&Arc<RunShared>) -> R) -> Option<R> {
+    let current = CURRENT_RUN.try_with(std::cell::Cell::get).ok()?;
+    if current.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null current run was set by `RunShared::enter` from a live `Arc` that its
+    // guard borrows, and is put back before that borrow ends (invariant 5). The `Arc` made
+    // here from the same pointer takes no count of its own and is never dropped.
+    let run = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(current) });
+    Some(f(&run))
+}
+
+/// This thread's current run while it lives (see [`RunShared::enter`]); puts back the run that
+/// was current before it when dropped. Never forgotten (`mem::forget`): only the driver makes
+/// one, and drops it on the same stack frame, unwinding or not.
+pub(crate) struct Entered<'a> {
+    previous: *const RunShared,
+    _run: std::marker::PhantomData<&'a Arc<RunShared>>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // Fails only while the thread's locals are being destroyed: nothing reads it then.
+        let _ = CURRENT_RUN.try_with(|current| current.set(self.previous));
+    }
 }
 
 /// Set by the loop when it wants the run to end.
@@ -330,12 +366,17 @@ impl RunShared {
         true
     }
 
-    /// Runs `future` with this run set as the current task's context.
-    pub(crate) fn scope<F: std::future::Future>(
-        self: Arc<Self>,
-        future: F,
-    ) -> tokio::task::futures::TaskLocalFuture<Arc<RunShared>, F> {
-        CURRENT_RUN.scope(self, future)
+    /// Makes this run the thread's current run until the guard is dropped: what
+    /// [`heartbeat`] and [`TaskContext::current`] find. The driver enters it around every
+    /// poll and the drop of the run's future, and around the call that makes that future.
+    pub(crate) fn enter(self: &Arc<Self>) -> Entered<'_> {
+        let previous = CURRENT_RUN
+            .try_with(|current| current.replace(Arc::as_ptr(self)))
+            .unwrap_or(std::ptr::null());
+        Entered {
+            previous,
+            _run: std::marker::PhantomData,
+        }
     }
 }
 
@@ -370,7 +411,7 @@ impl RunShared {
 /// }
 /// ```
 pub fn heartbeat() {
-    let _outside_a_run = CURRENT_RUN.try_with(|run| run.beat());
+    let _outside_a_run = with_current(|run| run.beat());
 }
 
 /// A run's link to its supervisor: heartbeats and cancellation.
@@ -414,11 +455,9 @@ pub struct TaskContext {
 impl TaskContext {
     /// The context of the run this code is part of, or `None` outside a supervised run.
     pub fn current() -> Option<TaskContext> {
-        CURRENT_RUN
-            .try_with(|run| TaskContext {
-                run: Arc::clone(run),
-            })
-            .ok()
+        with_current(|run| TaskContext {
+            run: Arc::clone(run),
+        })
     }
 
     /// Tells the supervisor the run is making progress.
@@ -657,13 +696,13 @@ mod tests {
     async fn heartbeat_inside_a_run_stores_the_time() {
         let shared = run();
         tokio::time::advance(Duration::from_millis(5)).await;
-        let inside = Arc::clone(&shared)
-            .scope(async {
-                heartbeat();
-                TaskContext::current().is_some()
-            })
-            .await;
+        let inside = {
+            let _entered = shared.enter();
+            heartbeat();
+            TaskContext::current().is_some()
+        };
         assert!(inside);
+        assert!(TaskContext::current().is_none(), "left with the guard");
         let stamp = shared.last_beat().expect("a beat was stored");
         assert_eq!(
             shared.settings().instant_of(stamp),

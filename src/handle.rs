@@ -92,7 +92,7 @@ impl SupervisorHandle {
         task: impl SupervisedTask + Clone,
     ) -> Result<(), SupervisorHandleError> {
         let policy = Arc::clone(&self.shared().default_policy);
-        self.add(name, Box::new(task), policy)
+        self.add(name, task.__into_template().0, policy)
     }
 
     /// Registers the task of `spec` under `name` and starts it, with the settings of `spec`

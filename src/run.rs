@@ -30,9 +30,9 @@
 //!    [`RunShared::beat`]).
 
 use std::any::Any;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -54,10 +54,9 @@ use crate::unwind::{describe_panic, dispose, drop_guarded};
 /// at 128 it stays below it (0.3 us).
 pub(crate) const MAX_UNREPORTED: u32 = 128;
 
-/// What the loop gives a driver to start with.
+/// What the loop gives a driver to start with, beside the task's template.
 pub(crate) struct DriverStart {
     pub(crate) id: RunId,
-    pub(crate) template: Box<dyn TaskTemplate>,
     pub(crate) shared: Arc<RunShared>,
     /// Whether runs are watched from their start (they declared heartbeats).
     pub(crate) watched: bool,
@@ -68,17 +67,66 @@ pub(crate) struct DriverStart {
     pub(crate) span: Option<Box<tracing::Span>>,
 }
 
+/// A task as its driver runs it: how one run is made and run, and how the template goes back
+/// to the loop.
+///
+/// Two kinds implement it. `dyn TaskTemplate` is the **boxed** path, shared by every
+/// [`SupervisedTask`]: each run is a fresh instance whose `#[async_trait]` future is a box of
+/// its own, and one driver serves every task type. A closure task ([`crate::TaskFn`]) is the
+/// **inline** path: its driver is monomorphised for the closure's future, which lives inside
+/// the driver's own Tokio task, so a run allocates nothing of its own.
+pub(crate) trait Runs: Send + 'static {
+    /// Starts one run in `shared`'s context: the future that runs it to its end and drops it.
+    /// What it returns borrows nothing of `self`, so that the template need not be `Sync`.
+    fn run_once<'a>(
+        &self,
+        shared: &'a Arc<RunShared>,
+        watched: bool,
+    ) -> impl Future<Output = Ended> + Send + 'a;
+
+    /// The template, as the loop keeps it between drivers.
+    fn into_template(self: Box<Self>) -> Box<dyn TaskTemplate>;
+}
+
+impl Runs for dyn TaskTemplate {
+    fn run_once<'a>(
+        &self,
+        shared: &'a Arc<RunShared>,
+        watched: bool,
+    ) -> impl Future<Output = Ended> + Send + 'a {
+        let instance = make_instance(self);
+        async move {
+            match instance {
+                Ok(task) => supervise(task, shared, watched).await,
+                Err(failure) => Ended::failed(failure),
+            }
+        }
+    }
+
+    fn into_template(self: Box<Self>) -> Box<dyn TaskTemplate> {
+        self
+    }
+}
+
+/// Spawns the driver of `template`'s runs, starting with `start.id`; see [`drive`].
+pub(crate) fn spawn<T: Runs + ?Sized>(
+    template: Box<T>,
+    start: DriverStart,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(drive(template, start)).abort_handle()
+}
+
 /// Sends the driver's [`RunExit`] once, however the driver ends (invariant 2): with the last
 /// run's outcome when the driver returns, or as [`RunOutcome::Dropped`] when it is dropped
 /// before that.
-struct ExitReport {
+struct ExitReport<T: Runs + ?Sized> {
     id: RunId,
     shared: Arc<RunShared>,
     /// `None` once the exit is sent.
-    template: Option<Box<dyn TaskTemplate>>,
+    template: Option<Box<T>>,
 }
 
-impl ExitReport {
+impl<T: Runs + ?Sized> ExitReport<T> {
     fn send(&mut self, outcome: RunOutcome) {
         let Some(template) = self.template.take() else {
             return;
@@ -86,7 +134,7 @@ impl ExitReport {
         let exit = Message::Exit(RunExit {
             id: self.id,
             outcome,
-            template,
+            template: template.into_template(),
         });
         if let Err(unsent) = self.shared.settings().events.send(exit) {
             // The loop is gone (its runtime is dropping every task). Dropping the template
@@ -100,7 +148,7 @@ impl ExitReport {
     }
 }
 
-impl Drop for ExitReport {
+impl<T: Runs + ?Sized> Drop for ExitReport<T> {
     fn drop(&mut self) {
         // Dropped mid-run. While a `Drop` of the run unwinds, this runs as part of the
         // unwinding.
@@ -116,10 +164,13 @@ impl Drop for ExitReport {
 /// The report is made here, before the driver's future exists, so that it is sent even when the
 /// loop aborts the driver before its first poll. The future captures it and uses it in place:
 /// it is dropped after whatever run is in flight (invariant 2), and not stored twice.
-pub(crate) fn drive(mut start: DriverStart) -> Driver<impl Future<Output = ()> + Send> {
+fn drive<T: Runs + ?Sized>(
+    template: Box<T>,
+    mut start: DriverStart,
+) -> Driver<impl Future<Output = ()> + Send> {
     let span = start.span.take();
     Driver {
-        future: Some(drive_runs(start)),
+        future: Some(drive_runs(template, start)),
         span,
     }
 }
@@ -164,10 +215,12 @@ impl<F: Future> Future for Driver<F> {
     }
 }
 
-fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
+fn drive_runs<T: Runs + ?Sized>(
+    template: Box<T>,
+    start: DriverStart,
+) -> impl Future<Output = ()> + Send {
     let DriverStart {
         id,
-        template,
         shared,
         watched,
         mut attempts,
@@ -184,10 +237,7 @@ fn drive_runs(start: DriverStart) -> impl Future<Output = ()> + Send {
             let Some(template) = report.template.as_deref() else {
                 return;
             };
-            let (outcome, alive) = match make_instance(template) {
-                Ok(task) => supervise(task, &report.shared, watched).await,
-                Err(failure) => (RunOutcome::Failed(failure), false),
-            };
+            let (outcome, alive) = template.run_once(&report.shared, watched).await.settle();
             let failure = match outcome {
                 RunOutcome::Failed(failure)
                     if !alive
@@ -264,26 +314,19 @@ fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>,
     })
 }
 
-/// Runs `task` once inside `shared`'s context and says how it ended, and whether it proved
-/// alive (polled once without finishing, or beat).
-///
-/// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
-/// their first beat (reported by the beat itself) rather than their first poll.
+/// Runs `task` once inside `shared`'s context (the boxed path), and drops it after its run's
+/// future.
 ///
 /// Written as a function returning a block, not as an `async fn`, and with only the run's own
-/// (already boxed) future inside the context: this future lives in every supervised task's
-/// Tokio task, and each byte of it shows at 100k tasks.
+/// (already boxed) future inside: this future lives in every supervised task's Tokio task,
+/// and each byte of it shows at 100k tasks.
 #[allow(clippy::manual_async_fn)] // An `async fn` would keep its arguments twice.
 fn supervise(
     mut task: Box<dyn SupervisedTask>,
     shared: &Arc<RunShared>,
     watched_from_start: bool,
-) -> impl Future<Output = (RunOutcome, bool)> + Send + '_ {
+) -> impl Future<Output = Ended> + Send + '_ {
     async move {
-        let mut watch = AliveWatch {
-            reported: watched_from_start,
-            polled_alive: false,
-        };
         let instance = &mut *task;
         // Moved into the closure's body, so the run's future may borrow the task for as long
         // as the task lives (a reborrow would end with the closure).
@@ -291,39 +334,152 @@ fn supervise(
             let instance = instance;
             instance.run()
         };
-        let (polled, dropped) = match catch_unwind(AssertUnwindSafe(start)) {
-            Ok(run) => {
-                let mut running = pin!(Some(Arc::clone(shared).scope(run)));
-                let polled = poll_fn(|cx| watch.poll(running.as_mut(), shared, cx)).await;
-                // Drop whatever is left of the run here, where a panicking `Drop` is caught.
-                let dropped = catch_unwind(AssertUnwindSafe(|| running.as_mut().set(None)));
-                (polled, dropped)
-            }
-            Err(payload) => (Err(payload), Ok(())),
+        let made = {
+            let _entered = shared.enter();
+            catch_unwind(AssertUnwindSafe(start))
         };
-        let dropped = dropped.and(catch_unwind(AssertUnwindSafe(move || drop(task))));
-        let outcome = match (polled, dropped) {
-            (Err(payload), dropped) => {
+        let mut ended = RunToEnd::new(made, shared, watched_from_start).await;
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(task)));
+        ended.dropped_too(dropped);
+        ended
+    }
+}
+
+/// A panic's payload, caught.
+type Payload = Box<dyn Any + Send>;
+
+/// How a run ended, before its outcome is settled: what its polls gave, whether dropping what
+/// it left panicked, and whether it proved alive.
+pub(crate) struct Ended {
+    polled: Result<TaskResult, Payload>,
+    dropped: Result<(), Payload>,
+    /// A failure of the driver's own, found before the run could start.
+    failure: Option<Failure>,
+    alive: bool,
+}
+
+impl Ended {
+    fn failed(failure: Failure) -> Self {
+        Self {
+            polled: Ok(Ok(())),
+            dropped: Ok(()),
+            failure: Some(failure),
+            alive: false,
+        }
+    }
+
+    /// Adds the result of one more drop after the run's (its instance's): a first panic wins,
+    /// a second is disposed of.
+    fn dropped_too(&mut self, dropped: Result<(), Payload>) {
+        if let Err(payload) = dropped {
+            if self.dropped.is_ok() {
+                self.dropped = Err(payload);
+            } else {
+                dispose(payload);
+            }
+        }
+    }
+
+    /// The run's outcome, and whether it proved alive (polled once without finishing, or beat).
+    fn settle(self) -> (RunOutcome, bool) {
+        let outcome = match (self.failure, self.polled, self.dropped) {
+            (Some(failure), _, _) => RunOutcome::Failed(failure),
+            (None, Err(payload), dropped) => {
                 if let Err(second) = dropped {
                     dispose(second);
                 }
                 panicked(payload)
             }
-            (Ok(_), Err(payload)) => panicked(payload),
-            (Ok(result), Ok(())) => outcome_of(result),
+            (None, Ok(_), Err(payload)) => panicked(payload),
+            (None, Ok(result), Ok(())) => outcome_of(result),
         };
-        let alive = watch.polled_alive || shared.last_beat().is_some();
-        (outcome, alive)
+        (outcome, self.alive)
     }
 }
 
-/// The run's future inside its context, as `supervise` holds it.
-type Running<'a> = Option<
-    tokio::task::futures::TaskLocalFuture<
-        Arc<RunShared>,
-        Pin<Box<dyn Future<Output = TaskResult> + Send + 'a>>,
-    >,
->;
+pin_project_lite::pin_project! {
+    /// One run's future, polled to its end inside the run's context and dropped there, each
+    /// poll and the drop with panics caught; the run's future is held inline.
+    ///
+    /// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
+    /// their first beat (reported by the beat itself) rather than their first poll.
+    pub(crate) struct RunToEnd<'a, F> {
+        // `None` before a run that could not be made, and once the run is dropped.
+        #[pin]
+        run: Option<F>,
+        // Set when the run could not be made: its panic.
+        unmade: Option<Payload>,
+        shared: &'a Arc<RunShared>,
+        watch: AliveWatch,
+    }
+
+    impl<F> PinnedDrop for RunToEnd<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped mid-run (the driver aborted): the run's `Drop` still finds its context.
+            // A panic here unwinds to the driver's own drop, which catches it.
+            let this = this.project();
+            let _entered = this.shared.enter();
+            let mut run = this.run;
+            run.set(None);
+        }
+    }
+}
+
+impl<'a, F: Future<Output = TaskResult>> RunToEnd<'a, F> {
+    /// Runs what `made` made, or reports its panic.
+    pub(crate) fn new(
+        made: Result<F, Payload>,
+        shared: &'a Arc<RunShared>,
+        watched_from_start: bool,
+    ) -> Self {
+        let (run, unmade) = match made {
+            Ok(run) => (Some(run), None),
+            Err(payload) => (None, Some(payload)),
+        };
+        Self {
+            run,
+            unmade,
+            shared,
+            watch: AliveWatch {
+                reported: watched_from_start,
+                polled_alive: false,
+            },
+        }
+    }
+}
+
+impl<F: Future<Output = TaskResult>> Future for RunToEnd<'_, F> {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let mut this = self.project();
+        let shared: &Arc<RunShared> = this.shared;
+        let polled = if let Some(payload) = this.unmade.take() {
+            Err(payload)
+        } else {
+            let Some(run) = this.run.as_mut().as_pin_mut() else {
+                return Poll::Pending; // Ended already; never polled again.
+            };
+            match this.watch.poll(run, shared, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(polled) => polled,
+            }
+        };
+        // Drop whatever is left of the run here, in its context, where a panicking `Drop` is
+        // caught.
+        let dropped = {
+            let _entered = shared.enter();
+            catch_unwind(AssertUnwindSafe(|| this.run.set(None)))
+        };
+        let alive = this.watch.polled_alive || shared.last_beat().is_some();
+        Poll::Ready(Ended {
+            polled,
+            dropped,
+            failure: None,
+            alive,
+        })
+    }
+}
 
 /// Whether a run has proved alive, and whether the loop has been told.
 struct AliveWatch {
@@ -332,22 +488,24 @@ struct AliveWatch {
 }
 
 impl AliveWatch {
-    /// Polls the run once, catching a panic, and tells the loop when it first proves alive.
-    fn poll(
+    /// Polls the run once in its context, catching a panic, and tells the loop when it first
+    /// proves alive.
+    fn poll<F: Future<Output = TaskResult>>(
         &mut self,
-        running: Pin<&mut Running<'_>>,
-        shared: &RunShared,
+        running: Pin<&mut F>,
+        shared: &Arc<RunShared>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<TaskResult, Box<dyn Any + Send>>> {
-        let Some(running) = running.as_pin_mut() else {
-            return Poll::Ready(Ok(Ok(())));
-        };
+    ) -> Poll<Result<TaskResult, Payload>> {
         // Marks this thread as inside a poll of the task, for the blocked-poll watcher.
         let _polling = shared
             .settings()
             .poll_watch
             .map(|supervisor| Polling::enter(task_key(supervisor, shared.slot())));
-        match catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
+        let polled = {
+            let _entered = shared.enter();
+            catch_unwind(AssertUnwindSafe(|| running.poll(cx)))
+        };
+        match polled {
             Ok(Poll::Pending) => {
                 self.polled_alive = true;
                 if !self.reported {

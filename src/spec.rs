@@ -140,7 +140,7 @@ impl TaskSpec {
     /// A spec for `task` with every setting taken from the supervisor.
     pub fn new(task: impl SupervisedTask + Clone) -> Self {
         Self {
-            task: Box::new(task),
+            task: task.__into_template().0,
             overrides: Overrides::default(),
         }
     }

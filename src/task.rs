@@ -8,7 +8,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use async_trait::async_trait;
+use tokio::task::AbortHandle;
+
+use crate::context::RunShared;
+use crate::run::{self, DriverStart, Ended, RunToEnd, Runs};
 
 /// The error a task's run returns: an [`anyhow::Error`], as in every 0.3.x release.
 ///
@@ -129,6 +135,28 @@ pub trait SupervisedTask: Send + 'static {
     fn sends_heartbeats(&self) -> bool {
         false
     }
+
+    /// Not part of the API: how the supervisor keeps this task once it is registered. The
+    /// default, for every task, runs each run's boxed future; closure tasks ([`TaskFn`]) run
+    /// theirs inline. Do not override it.
+    #[doc(hidden)]
+    fn __into_template(self) -> Template
+    where
+        Self: Clone + Sized,
+    {
+        Template(Box::new(self))
+    }
+}
+
+/// Not part of the API: a registered task, as the supervisor keeps it (see
+/// `SupervisedTask::__into_template`).
+#[doc(hidden)]
+pub struct Template(pub(crate) Box<dyn TaskTemplate>);
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Template").finish_non_exhaustive()
+    }
 }
 
 /// A task built afresh for every run by a closure.
@@ -234,6 +262,10 @@ impl<T: SupervisedTask> SupervisedTask for TaskFactory<T> {
 /// the future (and in the closure's body), [`TaskContext::current`](crate::TaskContext::current)
 /// and [`heartbeat`](crate::heartbeat) reach the run, as for any task.
 ///
+/// A closure task is also the cheapest kind to run: its future lives inline in the Tokio task
+/// that drives its runs, where a `#[async_trait]` task's future is a box of its own and each
+/// run clones the task first. A run of a closure task allocates nothing of its own.
+///
 /// # Examples
 ///
 /// ```
@@ -323,6 +355,57 @@ where
     fn sends_heartbeats(&self) -> bool {
         self.sends_heartbeats
     }
+
+    fn __into_template(self) -> Template {
+        Template(Box::new(Inline(self)))
+    }
+}
+
+/// A closure task registered for the inline path: its driver is monomorphised for the
+/// closure's future, which lives in the driver's Tokio task instead of a box of its own.
+struct Inline<F>(TaskFn<F>);
+
+impl<F, Fut> TaskTemplate for Inline<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    fn make_run(&self) -> Box<dyn SupervisedTask> {
+        // The boxed path's way to run it; its own driver calls the closure directly.
+        Box::new(self.0.clone())
+    }
+
+    fn sends_heartbeats(&self) -> bool {
+        self.0.sends_heartbeats
+    }
+
+    fn spawn(self: Box<Self>, start: DriverStart) -> AbortHandle {
+        run::spawn(self, start)
+    }
+}
+
+impl<F, Fut> Runs for Inline<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    fn run_once<'a>(
+        &self,
+        shared: &'a Arc<RunShared>,
+        watched: bool,
+    ) -> impl Future<Output = Ended> + Send + 'a {
+        // Called in the run's context, as the boxed path calls it inside the run's first
+        // poll; a panic of it is the run's panic.
+        let made = {
+            let _entered = shared.enter();
+            catch_unwind(AssertUnwindSafe(|| (self.0.make)()))
+        };
+        RunToEnd::new(made, shared, watched)
+    }
+
+    fn into_template(self: Box<Self>) -> Box<dyn TaskTemplate> {
+        self
+    }
 }
 
 /// The supervisor's view of a registered task: something it can make runs from.
@@ -331,6 +414,8 @@ pub(crate) trait TaskTemplate: Send + 'static {
     fn make_run(&self) -> Box<dyn SupervisedTask>;
     /// Whether runs are watched from their start (see [`SupervisedTask::sends_heartbeats`]).
     fn sends_heartbeats(&self) -> bool;
+    /// Spawns the driver of this task's runs (see [`crate::run`]).
+    fn spawn(self: Box<Self>, start: DriverStart) -> AbortHandle;
 }
 
 impl<T: SupervisedTask + Clone> TaskTemplate for T {
@@ -340,5 +425,10 @@ impl<T: SupervisedTask + Clone> TaskTemplate for T {
 
     fn sends_heartbeats(&self) -> bool {
         SupervisedTask::sends_heartbeats(self)
+    }
+
+    fn spawn(self: Box<Self>, start: DriverStart) -> AbortHandle {
+        // One driver for every task type: the boxed path.
+        run::spawn::<dyn TaskTemplate>(self, start)
     }
 }

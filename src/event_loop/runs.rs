@@ -10,7 +10,7 @@ use crate::context::{stamp_since, RunShared};
 use crate::deadline::nanos_since;
 use crate::message::{Message, RunId, RunProgress};
 use crate::observe::events::EventKind;
-use crate::run::{self, DriverStart};
+use crate::run::DriverStart;
 use crate::status::TaskStatus;
 
 impl EventLoop {
@@ -51,18 +51,17 @@ impl EventLoop {
         let watched = slot.declares_heartbeats;
         let span = tracing::info_span!("run", task = %slot.name, attempt = slot.attempts);
         let span = (!span.is_disabled()).then(|| Box::new(span));
-        let driver = tokio::spawn(run::drive(DriverStart {
+        let abort = template.spawn(DriverStart {
             id,
-            template,
             shared: Arc::clone(&shared),
             watched,
             attempts: slot.attempts,
             span,
-        }));
+        });
         self.live_runs += 1;
         slot.run = Some(LiveRun {
             shared,
-            abort: driver.abort_handle(),
+            abort,
             stopping: false,
             aborted: false,
         });
