@@ -616,6 +616,13 @@ impl LoomRun {
         self.shared.last_beat()
     }
 
+    /// The beat of the run of `generation` as the loop's heartbeat check reads it: through the
+    /// task's place in the dense table ([`crate::table::TaskCells::beat_of`]) with the
+    /// generation its slot holds, without touching this run's state.
+    pub fn loop_beat(&self, generation: u32) -> Option<u64> {
+        table::TaskCells::new(Arc::clone(&self.shared.table), self.shared.slot).beat_of(generation)
+    }
+
     /// [`RunShared::token`], as [`TaskContext::cancellation_token`] calls it.
     pub fn token(&self) -> CancellationToken {
         self.shared.token()

@@ -142,6 +142,16 @@ impl TaskCells {
         &self.chunk
     }
 
+    /// The stamp of the last beat of the run of `generation`, `None` if that run has not beaten
+    /// (or the task's beat has moved on to a later run). What the loop's heartbeat check
+    /// reads: a line of eight tasks' beats in this chunk, not the run's own state.
+    pub(crate) fn beat_of(&self, generation: u32) -> Option<u64> {
+        beat_of(
+            self.chunk.beat[self.place()].load(Ordering::Relaxed),
+            generation,
+        )
+    }
+
     /// The stamp of the current run's start, as published (zero: no run).
     #[cfg(feature = "metrics")]
     pub(crate) fn started(&self) -> u64 {

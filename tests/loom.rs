@@ -184,6 +184,108 @@ fn a_new_runs_first_beat_racing_an_old_contexts_beat_is_announced_once() {
     });
 }
 
+/// The loop's heartbeat check reads the beat from the dense table, by the generation its slot
+/// holds, while the run beats: it sees a beat or none, a beat it was told about is always
+/// visible, and the stamps it reads never go backwards.
+#[test]
+fn the_loops_dense_beat_read_racing_a_beat_is_never_half_seen() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let generation = run.generation();
+        let announced = Arc::new(AtomicBool::new(false));
+        let beater = {
+            let run = Arc::clone(&run);
+            let announced = Arc::clone(&announced);
+            thread::spawn(move || {
+                run.beat();
+                announced.store(true, Ordering::Release);
+                run.beat();
+            })
+        };
+
+        let checked = run.loop_beat(generation);
+        let told = announced.load(Ordering::Acquire);
+        let rechecked = run.loop_beat(generation);
+        if told {
+            assert!(
+                rechecked.is_some(),
+                "an announced beat is visible to the loop"
+            );
+        }
+        assert!(
+            rechecked >= checked,
+            "stamps went backwards: {checked:?} then {rechecked:?}"
+        );
+        beater.join().unwrap();
+        assert_eq!(run.loop_beat(generation), run.last_beat());
+    });
+}
+
+/// The loop's hang check, by the generation its slot holds (run 1, which never beat), races
+/// the driver renewing the state for run 2 in place, which beats at once. The check never
+/// takes run 2's beat for run 1's, and its stop reaches run 1 or misses: run 2 is never
+/// stopped for run 1's silence.
+#[test]
+fn a_hang_check_racing_a_renewal_never_reads_the_next_runs_beat_as_its_own() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let first = run.generation();
+        let driver = {
+            let run = Arc::clone(&run);
+            thread::spawn(move || {
+                let renewed = run.renew(first);
+                if renewed {
+                    run.beat();
+                }
+                renewed
+            })
+        };
+
+        assert_eq!(run.loop_beat(first), None, "run 1 never beat");
+        let stopped = run.request_stop_of(first);
+        let renewed = driver.join().unwrap();
+        assert_ne!(stopped.is_some(), renewed, "exactly one of them wins");
+        assert_eq!(run.loop_beat(first), None);
+        if renewed {
+            assert!(
+                run.loop_beat(first.wrapping_add(1)).is_some(),
+                "run 2's own beat"
+            );
+            assert!(!run.is_stop_requested(), "run 2 was not asked to stop");
+        }
+    });
+}
+
+/// A slot reused by a new run while a context of the old run still holds its place in the
+/// table and beats: the loop, reading by the new run's generation, never sees the old beats.
+#[test]
+fn a_reused_slot_never_shows_the_loop_an_old_contexts_beat() {
+    loom::model(|| {
+        let old = Arc::new(LoomRun::new());
+        let stale = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || {
+                old.beat();
+                old.beat();
+            })
+        };
+        let new = old.next_run();
+        let generation = new.generation();
+        let seen = new.loop_beat(generation);
+        stale.join().unwrap();
+
+        assert_eq!(seen, None, "an old beat shown for the new run");
+        assert_eq!(new.loop_beat(generation), None);
+        new.beat();
+        assert!(new.loop_beat(generation).is_some());
+        assert_eq!(
+            new.loop_beat(old.generation()),
+            None,
+            "the place is the new run's"
+        );
+    });
+}
+
 // ----- the stop handshake -----
 
 /// Context invariant 3: once the loop has asked a run to stop, the run's token is cancelled,

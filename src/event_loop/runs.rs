@@ -160,8 +160,8 @@ impl EventLoop {
         // The first beat starts the watch, or, for a run watched from its start, brings its
         // deadline forward from the end of the start-up grace.
         let watch_from = if progress.beaten {
-            run.shared
-                .last_beat()
+            slot.cells
+                .beat_of(slot.generation)
                 .map(|stamp| self.settings.instant_of(stamp))
         } else {
             None

@@ -220,10 +220,12 @@ impl EventLoop {
         let Some(run) = slot.run.as_ref() else {
             return false;
         };
-        if run.stopping || run.shared.generation() != slot.generation {
+        if run.stopping {
             return false;
         }
-        if let Some(stamp) = run.shared.last_beat() {
+        // A driver that moved on to the next run in place reset the beat for it: no beat of
+        // this generation is found, and the check at the deadline misses (see below).
+        if let Some(stamp) = slot.cells.beat_of(slot.generation) {
             let last_beat = self.settings.instant_of(stamp);
             let moved = last_beat
                 .checked_add(slot.policy.timeout_threshold)
@@ -276,14 +278,16 @@ impl EventLoop {
             return;
         };
         let generation = slot.generation;
-        if run.stopping || run.shared.generation() != generation {
-            // Stopping already, or its driver has moved on to the next run in place: the
-            // report of that is on its way, and watches the new run.
+        if run.stopping {
             return;
         }
         let timeout = slot.policy.timeout_threshold;
-        // One read of the beat the run's thread keeps writing: both decisions below use it.
-        let silent_since = match run.shared.last_beat() {
+        // One read of the beat the run's thread keeps writing, in the dense table (the slot
+        // and one line of beats: the run's own state is not touched on this path). Both
+        // decisions below use it. A run its driver has replaced in place has no beat of this
+        // generation: the stop below then misses, and the driver's report of the new run, on
+        // its way, watches that one.
+        let silent_since = match slot.cells.beat_of(generation) {
             Some(stamp) => {
                 let last_beat = self.settings.instant_of(stamp);
                 if last_beat.checked_add(timeout).is_some_and(|due| due > now) {
