@@ -28,8 +28,10 @@ pub type Metrics = Vec<(&'static str, f64)>;
 pub enum Variant {
     /// Plain Tokio: `tokio::spawn`, a `JoinSet`, a respawn loop, a map behind a lock.
     Raw,
-    /// This crate.
+    /// This crate, every task a `#[async_trait]` type (the boxed path).
     Ours,
+    /// This crate, every task the same body as a closure task, `task_fn` (the inline path).
+    Inline,
     /// `task-supervisor` 0.5.2.
     Peer,
     /// `taskvisor` 0.9.0.
@@ -38,7 +40,13 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [Self::Raw, Self::Ours, Self::Peer, Self::Taskvisor];
+    pub const ALL: [Variant; 5] = [
+        Self::Raw,
+        Self::Ours,
+        Self::Inline,
+        Self::Peer,
+        Self::Taskvisor,
+    ];
 }
 
 impl fmt::Display for Variant {
@@ -46,6 +54,7 @@ impl fmt::Display for Variant {
         f.write_str(match self {
             Self::Raw => "raw",
             Self::Ours => "ours",
+            Self::Inline => "inline",
             Self::Peer => "peer",
             Self::Taskvisor => "taskvisor",
         })
@@ -232,6 +241,7 @@ pub async fn run(
     match variant {
         Variant::Raw => raw::run(scenario, n, params).await,
         Variant::Ours => ours::run(scenario, n, params).await,
+        Variant::Inline => ours::run_inline(scenario, n, params).await,
         Variant::Peer => peer_variant::run(scenario, n, params).await,
         Variant::Taskvisor => taskvisor_variant::run(scenario, n, params).await,
     }

@@ -1,17 +1,54 @@
-//! Every scenario with this crate, as its documentation says to write it.
+//! Every scenario with this crate, as its documentation says to write it: each task a
+//! `#[async_trait]` type (variant `ours`, the boxed path), or the same body as a closure task
+//! made with `task_fn` (variant `inline`, the inline path).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use task_supervisor::{
-    async_trait, heartbeat, ShutdownOrder, Strategy, SupervisedTask, SupervisorBuilder,
+    async_trait, heartbeat, task_fn, ShutdownOrder, Strategy, SupervisedTask, SupervisorBuilder,
     SupervisorHandle, TaskContext, TaskResult,
 };
 
 use crate::common::{self, FailOnce, Probe};
 use crate::measure::{self, Entered, Live, Restarts};
 use crate::{Metrics, Params, Scenario, LONG_SLEEP};
+
+/// Whether this process runs the `inline` variant (set once, before the scenario starts).
+static INLINE: AtomicBool = AtomicBool::new(false);
+
+fn inline() -> bool {
+    INLINE.load(Ordering::Relaxed)
+}
+
+/// Registers the boxed form of a task or its closure form, as the variant says.
+macro_rules! add {
+    ($handle:expr, $name:expr, $boxed:expr, $inline:expr) => {
+        if inline() {
+            $handle.add_task($name, $inline)
+        } else {
+            $handle.add_task($name, $boxed)
+        }
+    };
+}
+
+/// As [`add!`], on a builder.
+macro_rules! with {
+    ($builder:expr, $name:expr, $boxed:expr, $inline:expr) => {
+        if inline() {
+            $builder.with_task($name, $inline)
+        } else {
+            $builder.with_task($name, $boxed)
+        }
+    };
+}
+
+/// See [`crate::run`]: the `inline` variant, every task a closure task.
+pub async fn run_inline(scenario: Scenario, n: usize, params: &Params) -> Option<Metrics> {
+    INLINE.store(true, Ordering::Relaxed);
+    run(scenario, n, params).await
+}
 
 /// See [`crate::run`].
 pub async fn run(scenario: Scenario, n: usize, params: &Params) -> Option<Metrics> {
@@ -44,6 +81,18 @@ impl SupervisedTask for Sleeper {
     }
 }
 
+/// [`Sleeper`] as a closure task.
+fn sleeper_fn(entered: &Arc<Entered>) -> impl SupervisedTask + Clone {
+    let entered = Arc::clone(entered);
+    task_fn(move || {
+        entered.enter();
+        async {
+            tokio::time::sleep(LONG_SLEEP).await;
+            Ok(())
+        }
+    })
+}
+
 /// A supervisor running `n` sleepers, added one by one through the handle.
 pub async fn sleepers(
     names: &[String],
@@ -61,9 +110,13 @@ pub async fn sleepers_under(
     let handle = builder.build().run();
     let started = common::start(entered, async {
         for name in names {
-            handle
-                .add_task(name, Sleeper(Arc::clone(entered)))
-                .expect("add_task");
+            add!(
+                handle,
+                name,
+                Sleeper(Arc::clone(entered)),
+                sleeper_fn(entered)
+            )
+            .expect("add_task");
         }
     })
     .await;
@@ -128,6 +181,35 @@ impl SupervisedTask for Beater {
     }
 }
 
+impl Beater {
+    /// This task as a closure task.
+    fn into_fn(self) -> impl SupervisedTask + Clone {
+        let plain = self.plain.is_none();
+        let beater = Arc::new(self);
+        let task = task_fn(move || {
+            let beater = Arc::clone(&beater);
+            async move {
+                beater.entered.enter();
+                loop {
+                    match &beater.plain {
+                        None => heartbeat(),
+                        Some(slot) => crate::raw::beat_into(slot),
+                    }
+                    let now = tokio::time::Instant::now();
+                    let next =
+                        common::next_beat(beater.base, beater.index, beater.n, beater.period, now);
+                    tokio::time::sleep_until(next).await;
+                }
+            }
+        });
+        if plain {
+            task.with_heartbeats()
+        } else {
+            task
+        }
+    }
+}
+
 /// Times back-to-back calls of `heartbeat()` inside a supervised run.
 #[derive(Clone)]
 struct BeatProbe {
@@ -164,19 +246,15 @@ async fn beat(n: usize, params: &Params) -> Metrics {
     let base = common::beat_base();
     common::start(&entered, async {
         for (index, name) in names.iter().enumerate() {
-            handle
-                .add_task(
-                    name,
-                    Beater {
-                        entered: Arc::clone(&entered),
-                        index,
-                        n,
-                        base,
-                        period: params.beat_period,
-                        plain: plain.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
-                    },
-                )
-                .expect("add_task");
+            let beater = Beater {
+                entered: Arc::clone(&entered),
+                index,
+                n,
+                base,
+                period: params.beat_period,
+                plain: plain.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
+            };
+            add!(handle, name, beater.clone(), beater.into_fn()).expect("add_task");
         }
     })
     .await;
@@ -191,16 +269,25 @@ async fn beat(n: usize, params: &Params) -> Metrics {
 
     let probe = Probe::default();
     let done = Arc::new(Entered::new(1));
-    handle
-        .add_task(
-            "beat-probe",
-            BeatProbe {
-                calls: params.beat_calls,
-                result: Arc::clone(&probe),
-                done: Arc::clone(&done),
-            },
-        )
-        .expect("add_task");
+    let (calls, result, finished) = (params.beat_calls, Arc::clone(&probe), Arc::clone(&done));
+    let probe_fn = task_fn(move || {
+        let (result, finished) = (Arc::clone(&result), Arc::clone(&finished));
+        async move {
+            let t0 = Instant::now();
+            for _ in 0..calls {
+                heartbeat();
+            }
+            result.store(t0.elapsed().as_nanos() as u64, Ordering::Release);
+            finished.enter();
+            std::future::pending().await
+        }
+    });
+    let boxed = BeatProbe {
+        calls: params.beat_calls,
+        result: Arc::clone(&probe),
+        done: Arc::clone(&done),
+    };
+    add!(handle, "beat-probe", boxed, probe_fn).expect("add_task");
     done.wait().await;
     let call_ns = probe.load(Ordering::Acquire) as f64 / f64::from(params.beat_calls);
     vec![
@@ -231,19 +318,24 @@ impl SupervisedTask for Failing {
 
 async fn restart(params: &Params, panic: bool) -> Metrics {
     let state = Arc::new(Restarts::new(params.restart_samples));
-    let _handle = SupervisorBuilder::new()
+    let builder = SupervisorBuilder::new()
         .with_unlimited_restarts()
         .with_base_restart_delay(Duration::ZERO)
-        .with_restart_jitter(0.0)
-        .with_task(
-            "failing",
-            Failing {
-                state: Arc::clone(&state),
-                panic,
-            },
-        )
-        .build()
-        .run();
+        .with_restart_jitter(0.0);
+    let boxed = Failing {
+        state: Arc::clone(&state),
+        panic,
+    };
+    let shared = Arc::clone(&state);
+    let closure = task_fn(move || {
+        shared.enter();
+        shared.end();
+        if panic {
+            panic!("failing on purpose");
+        }
+        std::future::ready(Err(task_supervisor::anyhow!("failing on purpose")))
+    });
+    let _handle = with!(builder, "failing", boxed, closure).build().run();
     common::restart_metrics(&state, params).await
 }
 
@@ -282,8 +374,21 @@ fn hanging_supervisor(
     if let Some(delay) = initial_delay {
         builder = builder.with_health_check_initial_delay(delay);
     }
-    builder
-        .with_task("hanging", Hanger(Arc::clone(state)))
+    let shared = Arc::clone(state);
+    let closure = task_fn(move || {
+        let state = Arc::clone(&shared);
+        async move {
+            state.enter();
+            for _ in 0..5 {
+                heartbeat();
+                state.end();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            std::future::pending().await
+        }
+    })
+    .with_heartbeats();
+    with!(builder, "hanging", Hanger(Arc::clone(state)), closure)
         .build()
         .run()
 }
@@ -388,9 +493,19 @@ async fn polls(params: &Params) -> Metrics {
         }
         let (sender, mut took) = tokio::sync::mpsc::unbounded_channel();
         let handle = builder.build().run();
-        handle
-            .add_task("yields", Yields(params.polls, sender))
-            .expect("add");
+        let (polls, reports) = (params.polls, sender.clone());
+        let closure = task_fn(move || {
+            let reports = reports.clone();
+            async move {
+                let t0 = Instant::now();
+                for _ in 0..polls {
+                    tokio::task::yield_now().await;
+                }
+                let _ = reports.send(t0.elapsed());
+                std::future::pending().await
+            }
+        });
+        add!(handle, "yields", Yields(params.polls, sender), closure).expect("add");
         let took = took.recv().await.expect("the run reports");
         metrics.push((key, took.as_nanos() as f64 / f64::from(params.polls)));
         handle.shutdown().expect("shutdown");
@@ -428,10 +543,26 @@ impl SupervisedTask for Stormed {
 
 async fn storm(params: &Params) -> Metrics {
     let live = Arc::new(Live::default());
-    let handle = SupervisorBuilder::new()
-        .with_task("stormed", Stormed(Arc::clone(&live)))
-        .build()
-        .run();
+    let shared = Arc::clone(&live);
+    let closure = task_fn(move || {
+        let live = Arc::clone(&shared);
+        async move {
+            let _guard = live.enter();
+            let token = TaskContext::current()
+                .expect("inside a run")
+                .cancellation_token();
+            token.cancelled().await;
+            Ok(())
+        }
+    });
+    let handle = with!(
+        SupervisorBuilder::new(),
+        "stormed",
+        Stormed(Arc::clone(&live)),
+        closure
+    )
+    .build()
+    .run();
     while live.runs() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -476,19 +607,31 @@ async fn group(n: usize) -> Metrics {
     // Not `sleepers_under`: it would wait for all the runs `entered` counts, both rounds.
     let handle = builder.build().run();
     for name in &names {
-        handle
-            .add_task(name, Sleeper(Arc::clone(&entered)))
-            .expect("add_task");
-    }
-    handle
-        .add_task(
-            "fails-once",
-            FailsOnce {
-                entered: Arc::clone(&entered),
-                fail: Arc::clone(&fail),
-            },
+        add!(
+            handle,
+            name,
+            Sleeper(Arc::clone(&entered)),
+            sleeper_fn(&entered)
         )
         .expect("add_task");
+    }
+    let boxed = FailsOnce {
+        entered: Arc::clone(&entered),
+        fail: Arc::clone(&fail),
+    };
+    let (counted, command) = (Arc::clone(&entered), Arc::clone(&fail));
+    let closure = task_fn(move || {
+        let (entered, fail) = (Arc::clone(&counted), Arc::clone(&command));
+        async move {
+            entered.enter();
+            if fail.wait_for_the_command().await {
+                return Err(task_supervisor::anyhow!("failing on command"));
+            }
+            tokio::time::sleep(LONG_SLEEP).await;
+            Ok(())
+        }
+    });
+    add!(handle, "fails-once", boxed, closure).expect("add_task");
     let metrics = common::group_metrics(&entered, &fail, n).await;
     drop(handle);
     metrics

@@ -616,18 +616,26 @@ fn render(
         let _ = write!(header, " {variant} |");
         rule.push_str(" --: |");
     }
+    // Ratio columns: each of this crate's variants against every other variant.
+    let mine: Vec<Variant> = options
+        .variants
+        .iter()
+        .copied()
+        .filter(|variant| matches!(variant, Variant::Ours | Variant::Inline))
+        .collect();
     let others: Vec<Variant> = options
         .variants
         .iter()
         .copied()
-        .filter(|&variant| variant != Variant::Ours)
+        .filter(|variant| !mine.contains(variant))
         .collect();
-    let with_ratios = options.variants.contains(&Variant::Ours);
-    if with_ratios {
-        for other in &others {
-            let _ = write!(header, " ours/{other} |");
-            rule.push_str(" --: |");
-        }
+    let pairs: Vec<(Variant, Variant)> = mine
+        .iter()
+        .flat_map(|&ours| others.iter().map(move |&other| (ours, other)))
+        .collect();
+    for (ours, other) in &pairs {
+        let _ = write!(header, " {ours}/{other} |");
+        rule.push_str(" --: |");
     }
     let _ = writeln!(table, "{header}\n{rule}");
 
@@ -679,9 +687,9 @@ fn render(
                 };
                 let _ = write!(table, " {cell} |");
             }
-            if with_ratios {
-                for &other in &others {
-                    let ratio = match (kind, value(Variant::Ours), value(other)) {
+            {
+                for &(ours, other) in &pairs {
+                    let ratio = match (kind, value(ours), value(other)) {
                         (Kind::Plain, ..) => "".to_owned(),
                         (_, Ok(ours), Ok(theirs)) if ours > 0.0 && theirs > 0.0 => {
                             let r = if kind == Kind::Rate {
@@ -710,10 +718,8 @@ fn render(
                         };
                         let _ = write!(table, " {cell} |");
                     }
-                    if with_ratios {
-                        for _ in &others {
-                            table.push_str("  |");
-                        }
+                    for _ in &pairs {
+                        table.push_str("  |");
                     }
                     table.push('\n');
                 }
