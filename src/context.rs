@@ -48,30 +48,28 @@ use crate::table::{self, TaskChunk, CHUNK};
 std::thread_local! {
     /// The run whose future this thread is polling or dropping now, or null (invariant 5): two
     /// pointer stores around every poll, where a `task_local!` swaps an `Arc` through a
-    /// `RefCell`.
-    static CURRENT_RUN: std::cell::Cell<*const RunShared> =
+    /// `RefCell`. It points into the driver's own future, which the poll touches anyway.
+    static CURRENT_RUN: std::cell::Cell<*const RunLocal<'static>> =
         const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// Calls `f` with this thread's current run, if it is inside one.
-fn with_current<R>(f: impl FnOnce(&Arc<RunShared>) -> R) -> Option<R> {
+fn with_current<R>(f: impl FnOnce(&RunLocal<'_>) -> R) -> Option<R> {
     let current = CURRENT_RUN.try_with(std::cell::Cell::get).ok()?;
-    if current.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null current run was set by `RunShared::enter` from a live `Arc` that its
-    // guard borrows, and is put back before that borrow ends (invariant 5). The `Arc` made
-    // here from the same pointer takes no count of its own and is never dropped.
-    let run = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(current) });
-    Some(f(&run))
+    // SAFETY: a non-null current run was set by `RunLocal::enter` from a reference that its
+    // guard borrows, and is put back before that borrow ends (invariant 5), so it points to a
+    // live `RunLocal` for as long as this call lasts; the lifetime it is read with does not
+    // outlive the call.
+    let local = unsafe { current.as_ref() }?;
+    Some(f(local))
 }
 
-/// This thread's current run while it lives (see [`RunShared::enter`]); puts back the run that
+/// This thread's current run while it lives (see [`RunLocal::enter`]); puts back the run that
 /// was current before it when dropped. Never forgotten (`mem::forget`): only the driver makes
 /// one, and drops it on the same stack frame, unwinding or not.
 pub(crate) struct Entered<'a> {
-    previous: *const RunShared,
-    _run: std::marker::PhantomData<&'a Arc<RunShared>>,
+    previous: *const RunLocal<'static>,
+    _local: std::marker::PhantomData<&'a ()>,
 }
 
 impl Drop for Entered<'_> {
@@ -79,6 +77,74 @@ impl Drop for Entered<'_> {
         // Fails only while the thread's locals are being destroyed: nothing reads it then.
         let _ = CURRENT_RUN.try_with(|current| current.set(self.previous));
     }
+}
+
+/// What code inside a run reaches through this thread's current run: a copy of what a
+/// heartbeat needs (the run's generation, its beat's place in the table, the supervisor's
+/// settings), kept in the driver's future. A beat from the run's own code then touches the
+/// driver's future, the settings all runs share and one line of beats, never the run's
+/// separately allocated [`RunShared`]. It serves one run (one generation): a run its driver
+/// replaces in place gets a new one.
+pub(crate) struct RunLocal<'a> {
+    shared: &'a Arc<RunShared>,
+    settings: &'a RunSettings,
+    beat: &'a AtomicU64,
+    generation: u32,
+}
+
+impl<'a> RunLocal<'a> {
+    /// The run `shared` serves now.
+    pub(crate) fn new(shared: &'a Arc<RunShared>) -> Self {
+        Self {
+            shared,
+            settings: &shared.settings,
+            beat: shared.beat_cell(),
+            generation: shared.generation(),
+        }
+    }
+
+    /// The run's shared state.
+    pub(crate) fn shared(&self) -> &'a Arc<RunShared> {
+        self.shared
+    }
+
+    /// Makes this run the thread's current run until the guard is dropped: what
+    /// [`heartbeat`] and [`TaskContext::current`] find. The driver enters it around every
+    /// poll and the drop of the run's future, and around the call that makes that future.
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        let this: *const RunLocal<'_> = self;
+        let previous = CURRENT_RUN
+            .try_with(|current| current.replace(this.cast()))
+            .unwrap_or(std::ptr::null());
+        Entered {
+            previous,
+            _local: std::marker::PhantomData,
+        }
+    }
+
+    fn beat(&self) {
+        if beat(self.settings, self.beat, self.generation) {
+            // Only now the run's own state: its slot.
+            announce_first_beat(self.settings, self.shared.slot, self.generation);
+        }
+    }
+}
+
+/// A beat of the run of `generation` into `cell` (invariant 1); returns whether it was the
+/// run's first.
+fn beat(settings: &RunSettings, cell: &AtomicU64, generation: u32) -> bool {
+    table::beat(cell, generation, settings.stamp(Instant::now()))
+}
+
+/// Tells the loop of the first beat of the run of `generation` of task `slot`, wherever it
+/// came from (the run, or a task it handed its context to). The loop may be gone (shutdown):
+/// then nobody needs the news.
+fn announce_first_beat(settings: &RunSettings, slot: u32, generation: u32) {
+    let _ = settings.events.send(Message::Progress(RunProgress {
+        id: RunId { slot, generation },
+        alive: true,
+        beaten: true,
+    }));
 }
 
 /// Set by the loop when it wants the run to end.
@@ -274,19 +340,9 @@ impl RunShared {
     }
 
     pub(crate) fn beat(&self) {
-        let stamp = self.settings.stamp(Instant::now());
         let generation = self.generation();
-        if table::beat(self.beat_cell(), generation, stamp) {
-            // The first beat, wherever it comes from (the run, or a task it handed its
-            // context to). The loop may be gone (shutdown): then nobody needs the news.
-            let _ = self.settings.events.send(Message::Progress(RunProgress {
-                id: RunId {
-                    slot: self.slot,
-                    generation,
-                },
-                alive: true,
-                beaten: true,
-            }));
+        if beat(&self.settings, self.beat_cell(), generation) {
+            announce_first_beat(&self.settings, self.slot, generation);
         }
     }
 
@@ -365,19 +421,6 @@ impl RunShared {
         }
         true
     }
-
-    /// Makes this run the thread's current run until the guard is dropped: what
-    /// [`heartbeat`] and [`TaskContext::current`] find. The driver enters it around every
-    /// poll and the drop of the run's future, and around the call that makes that future.
-    pub(crate) fn enter(self: &Arc<Self>) -> Entered<'_> {
-        let previous = CURRENT_RUN
-            .try_with(|current| current.replace(Arc::as_ptr(self)))
-            .unwrap_or(std::ptr::null());
-        Entered {
-            previous,
-            _run: std::marker::PhantomData,
-        }
-    }
 }
 
 /// Sends a heartbeat for the run this code is part of.
@@ -455,8 +498,8 @@ pub struct TaskContext {
 impl TaskContext {
     /// The context of the run this code is part of, or `None` outside a supervised run.
     pub fn current() -> Option<TaskContext> {
-        with_current(|run| TaskContext {
-            run: Arc::clone(run),
+        with_current(|local| TaskContext {
+            run: Arc::clone(local.shared),
         })
     }
 
@@ -704,7 +747,8 @@ mod tests {
         let shared = run();
         tokio::time::advance(Duration::from_millis(5)).await;
         let inside = {
-            let _entered = shared.enter();
+            let local = RunLocal::new(&shared);
+            let _entered = local.enter();
             heartbeat();
             TaskContext::current().is_some()
         };

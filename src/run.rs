@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::context::RunShared;
+use crate::context::{RunLocal, RunShared};
 use crate::message::{
     Failure, FailureKind, Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress,
 };
@@ -335,7 +335,8 @@ fn supervise(
             instance.run()
         };
         let made = {
-            let _entered = shared.enter();
+            let local = RunLocal::new(shared);
+            let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(start))
         };
         let mut ended = RunToEnd::new(made, shared, watched_from_start).await;
@@ -344,6 +345,10 @@ fn supervise(
         ended
     }
 }
+
+/// The poll key of a run whose polls the blocked-poll watcher does not watch: no task has it,
+/// since slot `u32::MAX` is never a task's.
+const NOT_WATCHED: u64 = u64::MAX;
 
 /// A panic's payload, caught.
 type Payload = Box<dyn Any + Send>;
@@ -409,7 +414,11 @@ pin_project_lite::pin_project! {
         run: Option<F>,
         // Set when the run could not be made: its panic.
         unmade: Option<Payload>,
-        shared: &'a Arc<RunShared>,
+        // What this thread's current run points to during every poll and the drop.
+        local: RunLocal<'a>,
+        // The key the blocked-poll watcher knows the task by, or `NOT_WATCHED`: read once per
+        // run, not from the run's shared state on every poll.
+        poll_key: u64,
         watch: AliveWatch,
     }
 
@@ -418,7 +427,7 @@ pin_project_lite::pin_project! {
             // Dropped mid-run (the driver aborted): the run's `Drop` still finds its context.
             // A panic here unwinds to the driver's own drop, which catches it.
             let this = this.project();
-            let _entered = this.shared.enter();
+            let _entered = this.local.enter();
             let mut run = this.run;
             run.set(None);
         }
@@ -436,10 +445,17 @@ impl<'a, F: Future<Output = TaskResult>> RunToEnd<'a, F> {
             Ok(run) => (Some(run), None),
             Err(payload) => (None, Some(payload)),
         };
+        let poll_key = shared
+            .settings()
+            .poll_watch
+            .map_or(NOT_WATCHED, |supervisor| {
+                task_key(supervisor, shared.slot())
+            });
         Self {
             run,
             unmade,
-            shared,
+            local: RunLocal::new(shared),
+            poll_key,
             watch: AliveWatch {
                 reported: watched_from_start,
                 polled_alive: false,
@@ -453,14 +469,14 @@ impl<F: Future<Output = TaskResult>> Future for RunToEnd<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let mut this = self.project();
-        let shared: &Arc<RunShared> = this.shared;
+        let local: &RunLocal<'_> = this.local;
         let polled = if let Some(payload) = this.unmade.take() {
             Err(payload)
         } else {
             let Some(run) = this.run.as_mut().as_pin_mut() else {
                 return Poll::Pending; // Ended already; never polled again.
             };
-            match this.watch.poll(run, shared, cx) {
+            match this.watch.poll(run, local, *this.poll_key, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(polled) => polled,
             }
@@ -468,10 +484,10 @@ impl<F: Future<Output = TaskResult>> Future for RunToEnd<'_, F> {
         // Drop whatever is left of the run here, in its context, where a panicking `Drop` is
         // caught.
         let dropped = {
-            let _entered = shared.enter();
+            let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| this.run.set(None)))
         };
-        let alive = this.watch.polled_alive || shared.last_beat().is_some();
+        let alive = this.watch.polled_alive || local.shared().last_beat().is_some();
         Poll::Ready(Ended {
             polled,
             dropped,
@@ -493,16 +509,14 @@ impl AliveWatch {
     fn poll<F: Future<Output = TaskResult>>(
         &mut self,
         running: Pin<&mut F>,
-        shared: &Arc<RunShared>,
+        local: &RunLocal<'_>,
+        poll_key: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<TaskResult, Payload>> {
         // Marks this thread as inside a poll of the task, for the blocked-poll watcher.
-        let _polling = shared
-            .settings()
-            .poll_watch
-            .map(|supervisor| Polling::enter(task_key(supervisor, shared.slot())));
+        let _polling = (poll_key != NOT_WATCHED).then(|| Polling::enter(poll_key));
         let polled = {
-            let _entered = shared.enter();
+            let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| running.poll(cx)))
         };
         match polled {
@@ -512,6 +526,7 @@ impl AliveWatch {
                     // Polled once and still running: alive. A first beat during that poll
                     // has told the loop already.
                     self.reported = true;
+                    let shared = local.shared();
                     if shared.last_beat().is_none() {
                         // The loop may be gone (shutdown): then nobody needs the news.
                         let _ = shared

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
-use crate::context::RunShared;
+use crate::context::{RunLocal, RunShared};
 use crate::run::{self, DriverStart, Ended, RunToEnd, Runs};
 
 /// The error a task's run returns: an [`anyhow::Error`], as in every 0.3.x release.
@@ -397,7 +397,8 @@ where
         // Called in the run's context, as the boxed path calls it inside the run's first
         // poll; a panic of it is the run's panic.
         let made = {
-            let _entered = shared.enter();
+            let local = RunLocal::new(shared);
+            let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| (self.0.make)()))
         };
         RunToEnd::new(made, shared, watched)

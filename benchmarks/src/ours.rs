@@ -182,27 +182,33 @@ impl SupervisedTask for Beater {
 }
 
 impl Beater {
-    /// This task as a closure task.
+    /// This task as a closure task. Each run's future holds its own copy of the schedule, as
+    /// the raw baseline's future does (and the boxed task's instance).
     fn into_fn(self) -> impl SupervisedTask + Clone {
-        let plain = self.plain.is_none();
-        let beater = Arc::new(self);
+        let declares = self.plain.is_none();
         let task = task_fn(move || {
-            let beater = Arc::clone(&beater);
+            let Beater {
+                entered,
+                index,
+                n,
+                base,
+                period,
+                plain,
+            } = self.clone();
             async move {
-                beater.entered.enter();
+                entered.enter();
                 loop {
-                    match &beater.plain {
+                    match &plain {
                         None => heartbeat(),
                         Some(slot) => crate::raw::beat_into(slot),
                     }
                     let now = tokio::time::Instant::now();
-                    let next =
-                        common::next_beat(beater.base, beater.index, beater.n, beater.period, now);
+                    let next = common::next_beat(base, index, n, period, now);
                     tokio::time::sleep_until(next).await;
                 }
             }
         });
-        if plain {
+        if declares {
             task.with_heartbeats()
         } else {
             task
