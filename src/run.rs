@@ -181,12 +181,18 @@ pin_project_lite::pin_project! {
     /// is disposed of like every other (a payload whose own `Drop` panics is leaked); left to
     /// Tokio, the payload would be dropped unguarded, and a second panic would unwind out of a
     /// runtime worker.
+    ///
+    /// `repr(C)`, with the span first: every poll reads it before anything else, and at the
+    /// end of a future of a few hundred bytes it was a cache line of its own, the first miss of
+    /// every wake-up at 100k tasks (two thirds of the driver's samples in a profile of beating
+    /// tasks); at the start it shares the line Tokio's task cell has just touched.
+    #[repr(C)]
     pub(crate) struct Driver<F> {
+        // Entered around every poll and the drop: what the task logs says which task it is.
+        span: Option<Box<tracing::Span>>,
         // `None` only once dropped.
         #[pin]
         future: Option<F>,
-        // Entered around every poll and the drop: what the task logs says which task it is.
-        span: Option<Box<tracing::Span>>,
     }
 
     impl<F> PinnedDrop for Driver<F> {
