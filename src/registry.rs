@@ -278,7 +278,12 @@ impl Registry {
         if inner.lifecycle == Lifecycle::Stopped {
             return Err(SupervisorHandleError::SupervisorStopped);
         }
-        let mut statuses = HashMap::with_capacity(inner.by_name.len());
+        // The registry's own hasher, and room for as many: each name then lands in the new
+        // table where it sits in the registry's, so walking the registry's table front to back
+        // writes the new one front to back too, instead of at random. (A `String` hashes as
+        // the `str` it holds, as an `Arc<str>` does.)
+        let mut statuses =
+            HashMap::with_capacity_and_hasher(inner.by_name.len(), inner.by_name.hasher().clone());
         statuses.extend(
             inner
                 .by_name
