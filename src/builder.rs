@@ -27,7 +27,7 @@ use crate::task::SupervisedTask;
 /// | [`with_restart_jitter`](Self::with_restart_jitter) | 0.1 | tasks that failed together restart up to 10% apart |
 /// | [`with_task_being_stable_after`](Self::with_task_being_stable_after) | 60 s | longer than the longest default back-off |
 /// | [`with_timeout_threshold`](Self::with_timeout_threshold) | 2 s | twenty missed beats at the default interval |
-/// | [`with_heartbeat_interval`](Self::with_heartbeat_interval) | 100 ms | cheap (a beat is one clock read and one store) and well inside the timeout |
+/// | [`with_heartbeat_interval`](Self::with_heartbeat_interval) | 100 ms | cheap (a beat is one clock read and one compare-and-swap) and well inside the timeout |
 /// | [`with_health_check_initial_delay`](Self::with_health_check_initial_delay) | 3 s | start-up work before the first beat |
 /// | [`with_health_check_interval`](Self::with_health_check_interval) | 1 ms | Tokio's timer resolution: hangs are caught within a millisecond of the timeout |
 /// | [`with_grace_period`](Self::with_grace_period) | 5 s | as Erlang/OTP gives its workers |

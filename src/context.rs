@@ -6,7 +6,7 @@
 //!
 //! # Invariants
 //!
-//! 1. A heartbeat is one clock read, two atomic loads and one compare-and-swap, into the task's
+//! 1. A heartbeat is one clock read, at most two atomic loads and one compare-and-swap, into the task's
 //!    place in the task table (see [`crate::table`]). It allocates nothing and takes no lock.
 //!    Only a run's first beat also sends one message, so the loop learns at once that the run
 //!    is alive and starts watching it.
@@ -425,7 +425,7 @@ impl RunShared {
 
 /// Sends a heartbeat for the run this code is part of.
 ///
-/// This is the cheapest way to beat: one clock read and one atomic store. Called outside a
+/// This is the cheapest way to beat: one clock read and one compare-and-swap. Called outside a
 /// supervised run (including from a task the run spawned: take a [`TaskContext`] along for
 /// that), it does nothing; [`TaskContext::current`] tells whether there is a run to beat for.
 ///

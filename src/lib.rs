@@ -85,7 +85,7 @@
 //! # Heartbeats
 //!
 //! A heartbeat is a statement, from inside the run, that it is making progress: call
-//! [`heartbeat()`] or [`TaskContext::heartbeat`]. It costs one clock read and one atomic store.
+//! [`heartbeat()`] or [`TaskContext::heartbeat`]. It costs one clock read and one compare-and-swap.
 //! A run opts into hang detection by beating once, or for every run from its very start by
 //! declaring [`SupervisedTask::sends_heartbeats`]. A task that never beats is never stopped
 //! for being silent, whatever timeout the supervisor is built with.
