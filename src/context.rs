@@ -1,8 +1,12 @@
 //! The run context: what code inside a run uses to reach its supervisor.
 //!
-//! Each run gets its own [`RunShared`], made this thread's current run around every poll (and
-//! the drop) of the run's future, so `run` reaches it without any change to
-//! [`SupervisedTask`](crate::SupervisedTask)'s signature.
+//! A run is a generation of its task's place in the task table: all that it shares with the
+//! loop (its beat, its stop word, its cancellation token, its driver's unreported restarts)
+//! sits there, in dense per-task arrays, and a run or a context knows its run by a [`RunRef`]:
+//! the chunk, the slot and the generation. A run allocates nothing of its own. The driver makes
+//! its run this thread's current run around every poll (and the drop) of the run's future, so
+//! `run` reaches it without any change to [`SupervisedTask`](crate::SupervisedTask)'s
+//! signature.
 //!
 //! # Invariants
 //!
@@ -15,25 +19,33 @@
 //!    the table).
 //! 3. Once the loop has asked a run to stop, the run's cancellation token is cancelled, whether
 //!    the run asked for the token before or after the stop.
-//! 4. One `RunShared` serves one run at a time. Its driver may hand it on to the next run in
-//!    place ([`RunShared::renew`]) only when nothing but the driver and the loop holds it, the
-//!    run never proved alive, never asked for its token and was never asked to stop; the
-//!    generation it carries then moves on, so a stop meant for the old run cannot reach the new
-//!    one ([`RunShared::request_stop`] with an expected generation).
-//! 5. This thread's current run (see [`RunShared::enter`]) is set only while the driver polls
-//!    or drops the run's future, and the driver holds an `Arc` of it for all that time: the
-//!    pointer it is kept as never outlives what it points to, and no other thread ever sees it.
+//! 4. A task's run state serves one run at a time, the one whose generation its stop word
+//!    carries. The loop gives it to a new run ([`RunCells::begin`]) only once the last run has
+//!    ended, and cancels the last run's token then. A driver hands it on to the next run in
+//!    place ([`RunCells::renew`]) only when the run never proved alive, never asked for its
+//!    token and was never asked to stop. A stop meant for an earlier run cannot reach a later
+//!    one ([`RunCells::request_stop`] with an expected generation), and a context of an
+//!    earlier run changes nothing of a later one: its beat misses, its token is a cancelled
+//!    one, its cancellation check says the run is over.
+//! 5. This thread's current run (see [`RunLocal::enter`]) is set only while the driver polls
+//!    or drops the run's future, and the driver's future holds what it points to for all that
+//!    time: the pointer never outlives what it points to, and no other thread ever sees it.
 //!
 //! # Why sharing is safe
 //!
-//! The run and the loop share only atomics and a `OnceLock`. The stop handshake (invariant 3)
-//! runs through one atomic word that holds the run's generation and its flags: the loop sets
-//! `STOP`, a run asking for its token sets `COOPERATIVE`, and each side reads the other's flag
-//! from the same read-modify-write, so whichever side comes second cancels the token. A renewal
-//! is a compare-and-swap of that same word from "this generation, no flag" to "next generation,
-//! no flag": it and a stop are ordered, and exactly one of them wins.
+//! The run and the loop share atomics and, per task, a mutex around the token. The stop
+//! handshake (invariant 3) runs through one atomic word that holds the run's generation and its
+//! flags: the loop sets `STOP`, a run asking for its token sets `COOPERATIVE`, and each side
+//! reads the other's flag from the same read-modify-write, so whichever side comes second
+//! cancels the token. A run sets its flags only by a compare-and-swap from a word of its own
+//! generation. A renewal is a compare-and-swap of that same word from "this generation, no
+//! flag" to "next generation, no flag": it and a stop (or a token request) are ordered, and
+//! exactly one of them wins. The token is made, taken and replaced under its mutex, and the
+//! loop moves the word to a new run under it too, so a token request of an old run either
+//! finishes before the move (and its token is cancelled by it) or sees the new generation and
+//! gets a cancelled token; the cell never holds a token but the current run's.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -41,8 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::{Message, RunId, RunProgress};
 use crate::shared::{HandleInner, Shared};
-use crate::spec::TaskPolicy;
-use crate::sync::{AtomicU32, AtomicU64, OnceLock, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use crate::table::{self, TaskChunk, CHUNK};
 
 std::thread_local! {
@@ -79,33 +90,30 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// What code inside a run reaches through this thread's current run: a copy of what a
-/// heartbeat needs (the run's generation, its beat's place in the table, the supervisor's
-/// settings), kept in the driver's future. A beat from the run's own code then touches the
-/// driver's future, the settings all runs share and one line of beats, never the run's
-/// separately allocated [`RunShared`]. It serves one run (one generation): a run its driver
-/// replaces in place gets a new one.
+/// What code inside a run reaches through this thread's current run: the run, and a copy of
+/// what a heartbeat needs (its beat's place in the table, the supervisor's settings), kept in
+/// the driver's future. A beat from the run's own code then touches the driver's future, the
+/// settings all runs share and one line of beats. It serves one run (one generation): a run
+/// its driver replaces in place gets a new one.
 pub(crate) struct RunLocal<'a> {
-    shared: &'a Arc<RunShared>,
+    run: &'a RunRef,
     settings: &'a RunSettings,
     beat: &'a AtomicU64,
-    generation: u32,
 }
 
 impl<'a> RunLocal<'a> {
-    /// The run `shared` serves now.
-    pub(crate) fn new(shared: &'a Arc<RunShared>) -> Self {
+    /// What `run` reaches from its code.
+    pub(crate) fn new(run: &'a RunRef) -> Self {
         Self {
-            shared,
-            settings: &shared.settings,
-            beat: shared.beat_cell(),
-            generation: shared.generation(),
+            run,
+            settings: run.settings(),
+            beat: run.beat_cell(),
         }
     }
 
-    /// The run's shared state.
-    pub(crate) fn shared(&self) -> &'a Arc<RunShared> {
-        self.shared
+    /// The run.
+    pub(crate) fn run(&self) -> &'a RunRef {
+        self.run
     }
 
     /// Makes this run the thread's current run until the guard is dropped: what
@@ -123,9 +131,9 @@ impl<'a> RunLocal<'a> {
     }
 
     fn beat(&self) {
-        if beat(self.settings, self.beat, self.generation) {
-            // Only now the run's own state: its slot.
-            announce_first_beat(self.settings, self.shared.slot, self.generation);
+        let generation = self.run.generation;
+        if beat(self.settings, self.beat, generation) {
+            announce_first_beat(self.settings, self.run.slot, generation);
         }
     }
 }
@@ -190,6 +198,19 @@ pub(crate) struct RunSettings {
 }
 
 impl RunSettings {
+    /// Settings of no supervisor, for tests: nobody receives what runs send.
+    #[cfg(any(test, loom))]
+    pub(crate) fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            heartbeat_interval: Duration::from_millis(100),
+            ending: Arc::default(),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            supervisor: Weak::new(),
+            poll_watch: None,
+        })
+    }
+
     /// Microseconds from the epoch to `instant`, rounded up (so that a deadline computed from
     /// a beat is never early), plus one so that zero can mean "never"; at most what a beat can
     /// hold (about eight years).
@@ -216,41 +237,133 @@ pub(crate) fn instant_of_stamp(epoch: Instant, stamp: u64) -> Instant {
     epoch + Duration::from_micros(stamp.saturating_sub(1))
 }
 
-/// State shared between one run and the loop.
-#[derive(Debug)]
-pub(crate) struct RunShared {
+/// One run of a task, as its driver and its contexts know it: the chunk of the task table its
+/// state sits in, the task's slot, and the run's generation (see the [module
+/// documentation](self)). Cloning it costs one reference count.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRef {
+    chunk: Arc<TaskChunk>,
     slot: u32,
-    /// Restarts in place its driver has reported and the loop has not handled yet.
-    unreported: AtomicU32,
-    settings: Arc<RunSettings>,
-    /// The task's policy, which its driver decides restarts in place by.
-    policy: Arc<TaskPolicy>,
-    /// The chunk of the task table that holds this task's beat.
-    table: Arc<TaskChunk>,
-    /// The run's generation (high 32 bits) and its flags (`STOP`, `COOPERATIVE`).
-    state: AtomicU64,
-    /// Made on first request: most runs never ask for one.
-    token: OnceLock<CancellationToken>,
+    generation: u32,
 }
 
-impl RunShared {
-    pub(crate) fn new(
-        id: RunId,
-        settings: Arc<RunSettings>,
-        policy: Arc<TaskPolicy>,
-        table: Arc<TaskChunk>,
-    ) -> Self {
-        let shared = Self {
+impl RunRef {
+    /// Run `id`, whose state is in `chunk`.
+    pub(crate) fn new(chunk: Arc<TaskChunk>, id: RunId) -> Self {
+        Self {
+            chunk,
             slot: id.slot,
-            unreported: AtomicU32::new(0),
-            settings,
-            policy,
-            table,
-            state: AtomicU64::new(state_of(id.generation)),
-            token: OnceLock::new(),
+            generation: id.generation,
+        }
+    }
+
+    /// Which run this is.
+    pub(crate) fn id(&self) -> RunId {
+        RunId {
+            slot: self.slot,
+            generation: self.generation,
+        }
+    }
+
+    /// The task's slot.
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The settings of the supervisor the run belongs to.
+    pub(crate) fn settings(&self) -> &RunSettings {
+        self.chunk.settings()
+    }
+
+    /// The task's run state, which serves this run or a later one.
+    pub(crate) fn cells(&self) -> RunCells<'_> {
+        RunCells::new(&self.chunk, self.slot as usize % CHUNK)
+    }
+
+    fn beat_cell(&self) -> &AtomicU64 {
+        self.chunk.beat_cell(self.slot as usize % CHUNK)
+    }
+
+    /// A heartbeat of this run (invariant 1); the first is announced to the loop.
+    pub(crate) fn beat(&self) {
+        if beat(self.settings(), self.beat_cell(), self.generation) {
+            announce_first_beat(self.settings(), self.slot, self.generation);
+        }
+    }
+
+    /// The stamp of this run's last heartbeat, `None` before its first one (or once the task's
+    /// beat belongs to a later run).
+    pub(crate) fn last_beat(&self) -> Option<u64> {
+        table::beat_of(self.beat_cell().load(Ordering::Relaxed), self.generation)
+    }
+
+    /// Hands the task's run state from this run on to the next, in place, and becomes that
+    /// run (invariant 4). Returns whether it did; when not, nothing changed.
+    pub(crate) fn renew(&mut self) -> bool {
+        let renewed = self.cells().renew(self.generation);
+        if renewed {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        renewed
+    }
+
+    /// This run's cancellation token (see [`TaskContext::cancellation_token`]).
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.cells().token(self.generation)
+    }
+
+    /// Whether this run was asked to stop (see [`TaskContext::is_cancelled`]).
+    pub(crate) fn is_stop_requested(&self) -> bool {
+        self.cells().is_stop_requested(self.generation)
+    }
+}
+
+/// One task's run state in the task table: the stop word, the token and the count of
+/// restarts in place its driver reported that the loop has not handled. The loop and the
+/// driver act on whichever run the state serves; a run acts only on its own generation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunCells<'a> {
+    chunk: &'a TaskChunk,
+    place: usize,
+}
+
+impl<'a> RunCells<'a> {
+    /// The run state of the task at `place` in `chunk`.
+    pub(crate) fn new(chunk: &'a TaskChunk, place: usize) -> Self {
+        Self { chunk, place }
+    }
+
+    fn state(&self) -> &'a AtomicU64 {
+        self.chunk.run_state(self.place)
+    }
+
+    fn lock_token(&self) -> crate::sync::MutexGuard<'a, Option<CancellationToken>> {
+        // Nothing panics while it is held; a poisoned lock still holds a consistent value.
+        self.chunk
+            .token(self.place)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives the state to the run of `generation`, which has not started yet: no flag, no
+    /// token, nothing unreported, no beat. The loop's call, once the last run has ended; that
+    /// run's token, if it asked for one, is cancelled: a task it handed it to learns that the
+    /// run is over.
+    pub(crate) fn begin(&self, generation: u32) {
+        let old = {
+            let mut token = self.lock_token();
+            // Under the token's lock: a token request of the old run finishes before this, or
+            // sees the new generation (see the module documentation).
+            self.state().swap(state_of(generation), Ordering::AcqRel);
+            token.take()
         };
-        shared.give_beat_to(id.generation);
-        shared
+        self.chunk
+            .unreported(self.place)
+            .store(0, Ordering::Release);
+        self.give_beat_to(generation);
+        if let Some(old) = old {
+            old.cancel();
+        }
     }
 
     /// Gives the task's beat to the run of `generation`, which has not beaten yet. Done before
@@ -259,46 +372,25 @@ impl RunShared {
     /// compare-and-swap must see this write as the latest (a store would do on real hardware;
     /// `loom`, tokio-rs/loom#389, only models a read-modify-write in the order it happened).
     fn give_beat_to(&self, generation: u32) {
-        self.beat_cell()
+        self.chunk
+            .beat_cell(self.place)
             .swap(table::beat_value(generation, 0), Ordering::AcqRel);
     }
 
-    /// Makes this state new again for the run `id`. Only possible through `Arc::get_mut`, so
-    /// nothing else holds it: no beat or stop of the last run can reach the next one.
-    pub(crate) fn reset(&mut self, id: RunId) {
-        self.slot = id.slot;
-        self.unreported = AtomicU32::new(0);
-        self.state = AtomicU64::new(state_of(id.generation));
-        self.token = OnceLock::new();
-        self.give_beat_to(id.generation);
+    /// The generation of the run the state serves.
+    #[cfg(loom)]
+    fn generation(&self) -> u32 {
+        generation_of(self.state().load(Ordering::Acquire))
     }
 
-    /// The task's slot.
-    pub(crate) fn slot(&self) -> u32 {
-        self.slot
-    }
-
-    /// The run this state currently serves.
-    pub(crate) fn id(&self) -> RunId {
-        RunId {
-            slot: self.slot,
-            generation: self.generation(),
-        }
-    }
-
-    /// The generation of the run this state currently serves.
-    pub(crate) fn generation(&self) -> u32 {
-        generation_of(self.state.load(Ordering::Acquire))
-    }
-
-    /// Hands this state from run `generation` on to the next run, in place. Succeeds only when
+    /// Hands the state from run `generation` on to the next run, in place. Succeeds only when
     /// that run asked for no token and was not asked to stop (invariant 4): then no token needs
     /// replacing, and no stop is lost. The caller has checked that the run never beat; the
     /// beat is handed on to the next run too.
-    pub(crate) fn renew(&self, generation: u32) -> bool {
+    fn renew(&self, generation: u32) -> bool {
         let next = generation.wrapping_add(1);
         let renewed = self
-            .state
+            .state()
             .compare_exchange(
                 state_of(generation),
                 state_of(next),
@@ -312,114 +404,120 @@ impl RunShared {
         renewed
     }
 
-    fn beat_cell(&self) -> &AtomicU64 {
-        self.table.beat_cell(self.slot as usize % CHUNK)
-    }
-
-    /// Counts one more restart in place reported to the loop; returns how many are unhandled.
-    pub(crate) fn report_renewal(&self) -> u32 {
-        self.unreported.fetch_add(1, Ordering::AcqRel) + 1
-    }
-
-    /// The loop has handled one reported restart in place.
-    pub(crate) fn renewal_handled(&self) {
-        self.unreported.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Reported restarts in place the loop has not handled yet.
-    pub(crate) fn unreported(&self) -> u32 {
-        self.unreported.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn settings(&self) -> &RunSettings {
-        &self.settings
-    }
-
-    pub(crate) fn policy(&self) -> &TaskPolicy {
-        &self.policy
-    }
-
-    pub(crate) fn beat(&self) {
-        let generation = self.generation();
-        if beat(&self.settings, self.beat_cell(), generation) {
-            announce_first_beat(&self.settings, self.slot, generation);
+    /// Sets `flag` on the state of run `generation`; what the state was before, or `None` if
+    /// the state serves another run.
+    fn mark(&self, generation: u32, flag: u64) -> Option<u64> {
+        let state = self.state();
+        let mut current = state.load(Ordering::Acquire);
+        loop {
+            if generation_of(current) != generation {
+                return None;
+            }
+            match state.compare_exchange_weak(
+                current,
+                current | flag,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(before) => return Some(before),
+                Err(actual) => current = actual,
+            }
         }
     }
 
-    /// The stamp of the current run's last heartbeat, `None` before its first one.
-    pub(crate) fn last_beat(&self) -> Option<u64> {
-        table::beat_of(self.beat_cell().load(Ordering::Relaxed), self.generation())
-    }
-
-    pub(crate) fn token(&self) -> CancellationToken {
-        let token = self.token.get_or_init(CancellationToken::new).clone();
-        let before = self.state.fetch_or(COOPERATIVE, Ordering::AcqRel);
+    /// Run `generation`'s token, made on its first request, which marks the run cooperative.
+    /// A run that is over gets a cancelled token of its own.
+    fn token(&self, generation: u32) -> CancellationToken {
+        let mut cell = self.lock_token();
+        let Some(before) = self.mark(generation, COOPERATIVE) else {
+            drop(cell);
+            let over = CancellationToken::new();
+            over.cancel();
+            return over;
+        };
+        let token = cell.get_or_insert_with(CancellationToken::new).clone();
+        drop(cell);
         if before & STOP != 0 {
             token.cancel();
         }
         token
     }
 
-    pub(crate) fn is_stop_requested(&self) -> bool {
-        let before = self.state.fetch_or(COOPERATIVE, Ordering::AcqRel);
-        before & STOP != 0
+    /// Whether run `generation` was asked to stop (or is over); marks it cooperative.
+    fn is_stop_requested(&self, generation: u32) -> bool {
+        self.mark(generation, COOPERATIVE)
+            .map_or(true, |before| before & STOP != 0)
     }
 
-    /// Whether this run runs a child supervisor (see [`STOPS_ITS_CHILD`]).
+    /// Marks run `generation` as one that runs a child supervisor (see [`STOPS_ITS_CHILD`]).
+    fn declare_child(&self, generation: u32) {
+        let _ = self.mark(generation, STOPS_ITS_CHILD);
+    }
+
+    /// Whether the child supervisor of run `generation` must drop every run at once: the loop
+    /// forced the run, or the run is over.
+    fn forced(&self, generation: u32) -> bool {
+        let state = self.state().load(Ordering::Acquire);
+        generation_of(state) != generation || state & FORCED != 0
+    }
+
+    /// Whether the run the state serves runs a child supervisor (see [`STOPS_ITS_CHILD`]).
     pub(crate) fn stops_its_child(&self) -> bool {
-        self.state.load(Ordering::Acquire) & STOPS_ITS_CHILD != 0
+        self.state().load(Ordering::Acquire) & STOPS_ITS_CHILD != 0
     }
 
-    /// The loop's grace for this run (which stops its child) is over: its child must drop
+    /// The loop's grace for the run (which stops its child) is over: its child must drop
     /// every run at once. Only the flag is set here; see [`TaskContext::adopt_child`].
     pub(crate) fn force(&self) {
-        self.state.fetch_or(FORCED, Ordering::AcqRel);
+        self.state().fetch_or(FORCED, Ordering::AcqRel);
     }
 
-    /// Whether the loop has asked the current run to stop. Unlike
-    /// [`is_stop_requested`](Self::is_stop_requested), this is the driver's look and marks
-    /// nothing.
+    /// Whether the loop has asked the run the state serves to stop. Unlike a run's own check,
+    /// this is the driver's look and marks nothing.
     pub(crate) fn stopping(&self) -> bool {
-        self.state.load(Ordering::Acquire) & STOP != 0
+        self.state().load(Ordering::Acquire) & STOP != 0
     }
 
-    /// Asks the run to stop: the run of generation `expected`, or whichever run this state
+    /// Counts one more restart in place reported to the loop; returns how many are unhandled.
+    pub(crate) fn report_renewal(&self) -> u32 {
+        self.chunk
+            .unreported(self.place)
+            .fetch_add(1, Ordering::AcqRel)
+            + 1
+    }
+
+    /// The loop has handled one reported restart in place.
+    pub(crate) fn renewal_handled(&self) {
+        self.chunk
+            .unreported(self.place)
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Reported restarts in place the loop has not handled yet.
+    pub(crate) fn unreported(&self) -> u32 {
+        self.chunk.unreported(self.place).load(Ordering::Acquire)
+    }
+
+    /// Asks the run to stop: the run of generation `expected`, or whichever run the state
     /// serves when `expected` is `None`. Returns `None` when `expected` is no longer the
     /// current run (its driver has started the next one in place), `Some(true)` when the run is
     /// cooperative (it asked for its token), so it deserves a grace period, and `Some(false)`
     /// when it should be dropped at once.
     pub(crate) fn request_stop(&self, expected: Option<u32>) -> Option<bool> {
         let before = match expected {
-            None => self.state.fetch_or(STOP, Ordering::AcqRel),
-            Some(generation) => {
-                let mut current = self.state.load(Ordering::Acquire);
-                loop {
-                    if generation_of(current) != generation {
-                        return None;
-                    }
-                    match self.state.compare_exchange_weak(
-                        current,
-                        current | STOP,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(before) => break before,
-                        Err(actual) => current = actual,
-                    }
-                }
-            }
+            None => self.state().fetch_or(STOP, Ordering::AcqRel),
+            Some(generation) => self.mark(generation, STOP)?,
         };
-        Some(self.cancel_if_cooperative(before))
-    }
-
-    fn cancel_if_cooperative(&self, before: u64) -> bool {
         if before & COOPERATIVE == 0 {
-            return false;
+            return Some(false);
         }
-        if let Some(token) = self.token.get() {
+        // The run asked for its token: made under the lock, so it is there once the lock is
+        // had. Cancelled outside it: cancelling wakes whoever waits on it.
+        let token = self.lock_token().clone();
+        if let Some(token) = token {
             token.cancel();
         }
-        true
+        Some(true)
     }
 }
 
@@ -492,14 +590,14 @@ pub fn heartbeat() {
 /// ```
 #[derive(Debug, Clone)]
 pub struct TaskContext {
-    run: Arc<RunShared>,
+    run: RunRef,
 }
 
 impl TaskContext {
     /// The context of the run this code is part of, or `None` outside a supervised run.
     pub fn current() -> Option<TaskContext> {
         with_current(|local| TaskContext {
-            run: Arc::clone(local.shared),
+            run: local.run.clone(),
         })
     }
 
@@ -517,20 +615,22 @@ impl TaskContext {
     ///
     /// Asking for the token marks the run as cooperative: when stopped, it gets the
     /// supervisor's grace period to return before it is dropped. A run that never asks is
-    /// dropped at once, since it could not know it should finish.
+    /// dropped at once, since it could not know it should finish. A context kept after its run
+    /// ended gets a token that is cancelled already.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.run.token()
     }
 
     /// Whether the supervisor has asked this run to finish. Checking marks the run as
-    /// cooperative, as [`cancellation_token`](Self::cancellation_token) does.
+    /// cooperative, as [`cancellation_token`](Self::cancellation_token) does. For a context kept
+    /// after its run ended, it is `true`.
     pub fn is_cancelled(&self) -> bool {
         self.run.is_stop_requested()
     }
 
     /// The beat period the supervisor asks its tasks to keep.
     pub fn heartbeat_interval(&self) -> Duration {
-        self.run.settings.heartbeat_interval
+        self.run.settings().heartbeat_interval
     }
 
     /// Declares that this run runs a child supervisor: the parent will not drop it when its
@@ -538,7 +638,7 @@ impl TaskContext {
     /// ends only after the child has. Called before the run can be stopped at all (before it
     /// asks for its token), so that no stop finds it undeclared.
     pub(crate) fn will_run_a_child(&self) {
-        self.run.state.fetch_or(STOPS_ITS_CHILD, Ordering::AcqRel);
+        self.run.cells().declare_child(self.run.generation);
     }
 
     /// Makes `child`, the supervisor this run runs, reachable from the parent's handle. If the
@@ -546,14 +646,14 @@ impl TaskContext {
     /// child is told at once to drop every run. The link is undone when the returned guard is
     /// dropped.
     pub(crate) fn adopt_child(&self, child: Weak<HandleInner>) -> ChildLink {
-        let slot = self.run.id().slot;
-        let supervisor = self.run.settings.supervisor.clone();
+        let slot = self.run.slot;
+        let supervisor = self.run.settings().supervisor.clone();
         if let Some(shared) = supervisor.upgrade() {
             shared.adopt_child(slot, child.clone());
         }
         // After the link (a mutex the loop's look takes too): a force that looked before it
         // is seen here; one that looks after it finds the child. Telling it twice is harmless.
-        if self.run.state.load(Ordering::Acquire) & FORCED != 0 {
+        if self.run.cells().forced(self.run.generation) {
             if let Some(child) = child.upgrade() {
                 let _ = child.shared.sender.send(Message::DropEveryRun);
             }
@@ -581,18 +681,28 @@ impl Drop for ChildLink {
     }
 }
 
-/// One run's shared state, for the `loom` model checks in `tests/loom.rs` (built with
-/// `--cfg loom` only; not part of the public API).
+/// One task's run state, as a run, its driver and the loop act on it, for the `loom` model
+/// checks in `tests/loom.rs` (built with `--cfg loom` only; not part of the public API).
 #[cfg(loom)]
 #[doc(hidden)]
 pub struct LoomRun {
-    shared: Arc<RunShared>,
-    events: std::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Message>>,
+    chunk: Arc<TaskChunk>,
+    /// The run this stands for: moved on by [`Self::renew`], as a driver's is. A plain atomic,
+    /// not a `loom` one: only the thread that renews and threads joined after it read it.
+    generation: std::sync::atomic::AtomicU32,
+    /// Progress messages of every run of the task, and those read but not yet counted.
+    events: Arc<std::sync::Mutex<LoomEvents>>,
+}
+
+#[cfg(loom)]
+struct LoomEvents {
+    receiver: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    read: Vec<u32>,
 }
 
 #[cfg(loom)]
 impl LoomRun {
-    /// A run of slot 0, generation 1, whose progress messages [`Self::progress_messages`]
+    /// Run 1 of the task in slot 0, whose progress messages [`Self::progress_messages`]
     /// counts.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
@@ -605,110 +715,123 @@ impl LoomRun {
             supervisor: Weak::new(),
             poll_watch: None,
         });
-        let id = RunId {
-            slot: 0,
-            generation: 1,
+        let run = Self {
+            chunk: TaskChunk::new(&settings),
+            generation: std::sync::atomic::AtomicU32::new(1),
+            events: Arc::new(std::sync::Mutex::new(LoomEvents {
+                receiver,
+                read: Vec::new(),
+            })),
         };
-        Self {
-            shared: Arc::new(RunShared::new(
-                id,
-                settings,
-                Arc::default(),
-                TaskChunk::new(),
-            )),
-            events: std::sync::Mutex::new(receiver),
-        }
+        run.cells().begin(1);
+        run
+    }
+
+    fn cells(&self) -> RunCells<'_> {
+        RunCells::new(&self.chunk, 0)
+    }
+
+    fn run(&self) -> RunRef {
+        RunRef::new(
+            Arc::clone(&self.chunk),
+            RunId {
+                slot: 0,
+                generation: self.generation(),
+            },
+        )
     }
 
     /// The next run of the same task, as the loop starts it while something (a context the
-    /// last run gave away) still holds this run's state: a new state for the next generation,
-    /// over the same place in the task table, whose progress messages it counts.
+    /// last run gave away) still holds this run: the task's run state given to the next
+    /// generation ([`RunCells::begin`]), in the same place of the task table.
     pub fn next_run(&self) -> Self {
-        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let old = &self.shared;
-        let settings = Arc::new(RunSettings {
-            epoch: old.settings.epoch,
-            heartbeat_interval: old.settings.heartbeat_interval,
-            ending: Arc::default(),
-            events: sender,
-            supervisor: Weak::new(),
-            poll_watch: None,
-        });
-        let id = RunId {
-            slot: old.slot,
-            generation: old.generation().wrapping_add(1),
-        };
+        let next = self.generation().wrapping_add(1);
+        self.cells().begin(next);
         Self {
-            shared: Arc::new(RunShared::new(
-                id,
-                settings,
-                Arc::default(),
-                Arc::clone(&old.table),
-            )),
-            events: std::sync::Mutex::new(receiver),
+            chunk: Arc::clone(&self.chunk),
+            generation: std::sync::atomic::AtomicU32::new(next),
+            events: Arc::clone(&self.events),
         }
     }
 
-    /// [`RunShared::beat`], as a run's heartbeat calls it.
+    /// [`RunRef::beat`], as a run's heartbeat calls it.
     pub fn beat(&self) {
-        self.shared.beat();
+        self.run().beat();
     }
 
-    /// [`RunShared::last_beat`], as the loop's heartbeat check reads it.
+    /// [`RunRef::last_beat`], as the driver reads it.
     pub fn last_beat(&self) -> Option<u64> {
-        self.shared.last_beat()
+        self.run().last_beat()
     }
 
     /// The beat of the run of `generation` as the loop's heartbeat check reads it: through the
     /// task's place in the dense table ([`crate::table::TaskCells::beat_of`]) with the
-    /// generation its slot holds, without touching this run's state.
+    /// generation its slot holds.
     pub fn loop_beat(&self, generation: u32) -> Option<u64> {
-        table::TaskCells::new(Arc::clone(&self.shared.table), self.shared.slot).beat_of(generation)
+        table::TaskCells::new(Arc::clone(&self.chunk), 0).beat_of(generation)
     }
 
-    /// [`RunShared::token`], as [`TaskContext::cancellation_token`] calls it.
+    /// [`RunRef::token`], as [`TaskContext::cancellation_token`] calls it.
     pub fn token(&self) -> CancellationToken {
-        self.shared.token()
+        self.run().token()
     }
 
-    /// [`RunShared::is_stop_requested`], as [`TaskContext::is_cancelled`] calls it.
+    /// [`RunRef::is_stop_requested`], as [`TaskContext::is_cancelled`] calls it.
     pub fn is_stop_requested(&self) -> bool {
-        self.shared.is_stop_requested()
+        self.run().is_stop_requested()
     }
 
-    /// [`RunShared::request_stop`] of whichever run is current, as a kill, a restart or a
+    /// [`RunCells::request_stop`] of whichever run is current, as a kill, a restart or a
     /// shutdown calls it.
     pub fn request_stop(&self) -> bool {
-        self.shared.request_stop(None).unwrap_or(false)
+        self.cells().request_stop(None).unwrap_or(false)
     }
 
-    /// [`RunShared::request_stop`] of run `generation`, as the loop's hang check calls it:
+    /// [`RunCells::request_stop`] of run `generation`, as the loop's hang check calls it:
     /// `None` when that run is no longer current.
     pub fn request_stop_of(&self, generation: u32) -> Option<bool> {
-        self.shared.request_stop(Some(generation))
+        self.cells().request_stop(Some(generation))
     }
 
-    /// [`RunShared::renew`], as a driver calls it to start the next run in place.
+    /// [`RunCells::renew`], as a driver calls it to start the next run in place; this then
+    /// stands for the next run.
     pub fn renew(&self, generation: u32) -> bool {
-        self.shared.renew(generation)
+        let renewed = self.cells().renew(generation);
+        if renewed {
+            self.generation.store(
+                generation.wrapping_add(1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        renewed
     }
 
-    /// The generation of the run this state serves.
+    /// The generation of the run this stands for.
     pub fn generation(&self) -> u32 {
-        self.shared.generation()
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How many progress messages the run has sent to the loop since the last call.
+    /// The generation the task's run state serves.
+    pub fn current_generation(&self) -> u32 {
+        self.cells().generation()
+    }
+
+    /// How many progress messages this run has sent to the loop since the last call.
     pub fn progress_messages(&self) -> usize {
         let mut events = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut count = 0;
-        while events.try_recv().is_ok() {
-            count += 1;
+        let events = &mut *events;
+        while let Ok(message) = events.receiver.try_recv() {
+            if let Message::Progress(progress) = message {
+                events.read.push(progress.id.generation);
+            }
         }
-        count
+        let generation = self.generation();
+        let before = events.read.len();
+        events.read.retain(|&read| read != generation);
+        before - events.read.len()
     }
 }
 
@@ -716,24 +839,31 @@ impl LoomRun {
 mod tests {
     use super::*;
 
-    fn run() -> Arc<RunShared> {
+    /// Run 1 of the task in slot 0, as the loop starts it.
+    fn run() -> RunRef {
+        let settings = Arc::new(RunSettings {
+            epoch: Instant::now(),
+            heartbeat_interval: Duration::from_millis(100),
+            ending: Arc::default(),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            supervisor: Weak::new(),
+            poll_watch: None,
+        });
         let id = RunId {
             slot: 0,
             generation: 1,
         };
-        Arc::new(RunShared::new(
-            id,
-            Arc::new(RunSettings {
-                epoch: Instant::now(),
-                heartbeat_interval: Duration::from_millis(100),
-                ending: Arc::default(),
-                events: tokio::sync::mpsc::unbounded_channel().0,
-                supervisor: Weak::new(),
-                poll_watch: None,
-            }),
-            Arc::default(),
-            TaskChunk::new(),
-        ))
+        let run = RunRef::new(TaskChunk::new(&settings), id);
+        run.cells().begin(1);
+        run
+    }
+
+    /// The next run of `run`'s task, as the loop starts it after `run` ended.
+    fn next(run: &RunRef) -> RunRef {
+        let mut next = run.clone();
+        next.generation = run.generation.wrapping_add(1);
+        next.cells().begin(next.generation);
+        next
     }
 
     #[tokio::test]
@@ -744,89 +874,123 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn heartbeat_inside_a_run_stores_the_time() {
-        let shared = run();
+        let run = run();
         tokio::time::advance(Duration::from_millis(5)).await;
         let inside = {
-            let local = RunLocal::new(&shared);
+            let local = RunLocal::new(&run);
             let _entered = local.enter();
             heartbeat();
             TaskContext::current().is_some()
         };
         assert!(inside);
         assert!(TaskContext::current().is_none(), "left with the guard");
-        let stamp = shared.last_beat().expect("a beat was stored");
+        let stamp = run.last_beat().expect("a beat was stored");
         assert_eq!(
-            shared.settings().instant_of(stamp),
-            shared.settings().epoch + Duration::from_millis(5)
+            run.settings().instant_of(stamp),
+            run.settings().epoch + Duration::from_millis(5)
         );
     }
 
     #[test]
     fn stop_before_the_token_is_asked_for_still_cancels_it() {
-        let shared = run();
+        let run = run();
         assert_eq!(
-            shared.request_stop(None),
+            run.cells().request_stop(None),
             Some(false),
             "not cooperative yet"
         );
-        assert!(shared.token().is_cancelled());
+        assert!(run.token().is_cancelled());
     }
 
     #[test]
     fn stop_after_the_token_is_asked_for_cancels_it() {
-        let shared = run();
-        let token = shared.token();
+        let run = run();
+        let token = run.token();
         assert!(!token.is_cancelled());
-        assert_eq!(shared.request_stop(None), Some(true), "cooperative");
+        assert_eq!(run.cells().request_stop(None), Some(true), "cooperative");
         assert!(token.is_cancelled());
     }
 
     #[test]
     fn a_renewal_moves_the_generation_on_and_a_stop_for_the_old_run_misses() {
-        let shared = run();
-        assert!(shared.renew(1));
-        assert_eq!(shared.id().generation, 2);
-        assert_eq!(shared.request_stop(Some(1)), None, "run 1 is gone");
-        assert!(!shared.stopping());
-        assert_eq!(shared.request_stop(Some(2)), Some(false));
-        assert!(shared.stopping());
+        let mut run = run();
+        assert!(run.renew());
+        assert_eq!(run.id().generation, 2);
+        let cells = run.cells();
+        assert_eq!(cells.request_stop(Some(1)), None, "run 1 is gone");
+        assert!(!cells.stopping());
+        assert_eq!(cells.request_stop(Some(2)), Some(false));
+        assert!(cells.stopping());
     }
 
     #[test]
     fn a_stopped_run_is_not_renewed() {
-        let shared = run();
-        assert_eq!(shared.request_stop(None), Some(false));
-        assert!(
-            !shared.renew(1),
-            "the stop must reach the loop, not a new run"
-        );
-        assert_eq!(shared.generation(), 1);
+        let mut run = run();
+        assert_eq!(run.cells().request_stop(None), Some(false));
+        assert!(!run.renew(), "the stop must reach the loop, not a new run");
+        assert_eq!(run.id().generation, 1);
     }
 
     #[test]
     fn a_run_that_asked_for_its_token_is_not_renewed() {
-        let shared = run();
-        let token = shared.token();
-        assert!(
-            !shared.renew(1),
-            "its token cannot be handed to the next run"
-        );
+        let mut run = run();
+        let token = run.token();
+        assert!(!run.renew(), "its token cannot be handed to the next run");
         assert!(!token.is_cancelled());
     }
 
     #[test]
     fn only_the_current_generation_renews() {
-        let shared = run();
-        assert!(!shared.renew(7));
-        assert!(shared.renew(1));
-        assert!(!shared.renew(1), "run 1 was renewed already");
+        let run = run();
+        assert!(!run.cells().renew(7));
+        assert!(run.cells().renew(1));
+        assert!(!run.cells().renew(1), "run 1 was renewed already");
     }
 
     #[test]
     fn checking_for_cancellation_makes_a_run_cooperative() {
-        let shared = run();
-        assert!(!shared.is_stop_requested());
-        assert_eq!(shared.request_stop(None), Some(true));
-        assert!(shared.is_stop_requested());
+        let run = run();
+        assert!(!run.is_stop_requested());
+        assert_eq!(run.cells().request_stop(None), Some(true));
+        assert!(run.is_stop_requested());
+    }
+
+    #[test]
+    fn the_next_run_starting_cancels_the_last_runs_token_and_makes_its_own() {
+        let old = run();
+        let old_token = old.token();
+        let new = next(&old);
+        assert!(old_token.is_cancelled(), "the run it belongs to is over");
+        let new_token = new.token();
+        assert!(!new_token.is_cancelled(), "a token of its own");
+        assert_eq!(new.cells().request_stop(None), Some(true));
+        assert!(new_token.is_cancelled());
+    }
+
+    #[test]
+    fn a_context_of_an_ended_run_changes_nothing_of_the_next_run() {
+        let old = run();
+        let new = next(&old);
+        assert!(old.is_stop_requested(), "its run is over");
+        assert!(old.token().is_cancelled(), "a cancelled token of its own");
+        old.beat();
+        assert_eq!(new.last_beat(), None, "the old beat missed");
+        assert!(!new.cells().stops_its_child());
+        assert_eq!(
+            new.cells().request_stop(None),
+            Some(false),
+            "the old context's checks did not make the new run cooperative"
+        );
+    }
+
+    #[test]
+    fn the_next_run_starts_with_nothing_unreported() {
+        let run = run();
+        assert_eq!(run.cells().report_renewal(), 1);
+        assert_eq!(run.cells().report_renewal(), 2);
+        run.cells().renewal_handled();
+        assert_eq!(run.cells().unreported(), 1);
+        let new = next(&run);
+        assert_eq!(new.cells().unreported(), 0);
     }
 }

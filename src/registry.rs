@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::context::RunSettings;
 use crate::error::SupervisorHandleError;
 use crate::observe;
 use crate::observe::info::TaskInfo;
@@ -87,6 +88,8 @@ struct Inner {
     names: Vec<Arc<str>>,
     /// The task table: id `i` is place `i % CHUNK` of chunk `i / CHUNK`. Only grows.
     statuses: Vec<Arc<TaskChunk>>,
+    /// What every chunk of the table is made with: the settings of the supervisor's runs.
+    settings: Arc<RunSettings>,
     lifecycle: Lifecycle,
 }
 
@@ -101,7 +104,7 @@ impl Inner {
         let id = u32::try_from(self.by_name.len()).ok()?;
         let chunk_index = id as usize / CHUNK;
         if chunk_index == self.statuses.len() {
-            self.statuses.push(TaskChunk::new());
+            self.statuses.push(TaskChunk::new(&self.settings));
         }
         // An id given before and undone (its `Add` was never sent) comes back with its byte
         // untouched: only the loop writes statuses, and it never heard of that id.
@@ -122,12 +125,14 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn new() -> Self {
+    /// An empty registry of the supervisor whose runs share `settings`.
+    pub(crate) fn new(settings: Arc<RunSettings>) -> Self {
         Self {
             inner: RwLock::new(Inner {
                 by_name: HashMap::new(),
                 names: Vec::new(),
                 statuses: Vec::new(),
+                settings,
                 lifecycle: Lifecycle::Running,
             }),
             failures: std::sync::Mutex::new(Vec::new()),
@@ -463,7 +468,7 @@ impl LoomRegistry {
     /// An empty, running registry.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(Registry::new())
+        Self(Registry::new(crate::context::RunSettings::detached()))
     }
 
     /// See [`Registry::add`].
@@ -541,7 +546,7 @@ mod tests {
 
     #[test]
     fn a_name_is_reserved_once() {
-        let registry = Registry::new();
+        let registry = Registry::new(RunSettings::detached());
         registry.add("a", ok).unwrap();
         assert_eq!(
             registry.add("a", ok),
@@ -552,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_failed_send_undoes_the_reservation() {
-        let registry = Registry::new();
+        let registry = Registry::new(RunSettings::detached());
         let refused = registry.add("a", |_, _| Err(SupervisorHandleError::SupervisorStopped));
         assert_eq!(refused, Err(SupervisorHandleError::SupervisorStopped));
         assert_eq!(registry.status("a"), Ok(None));
@@ -561,7 +566,7 @@ mod tests {
 
     #[test]
     fn ids_follow_the_order_of_reservation() {
-        let registry = Registry::new();
+        let registry = Registry::new(RunSettings::detached());
         let mut ids = Vec::new();
         for name in ["a", "b", "c"] {
             registry
@@ -576,7 +581,7 @@ mod tests {
 
     #[test]
     fn a_closed_registry_refuses_changes_but_still_answers_reads() {
-        let registry = Registry::new();
+        let registry = Registry::new(RunSettings::detached());
         registry.add("a", ok).unwrap();
         registry.close(|| Ok(())).unwrap();
         assert_eq!(
@@ -605,7 +610,7 @@ mod tests {
 
     /// Adds `count` tasks named by their index and keeps the entries the loop would get.
     fn registry_of(count: usize) -> (Registry, Vec<TaskEntry>) {
-        let registry = Registry::new();
+        let registry = Registry::new(RunSettings::detached());
         let mut entries = Vec::new();
         for index in 0..count {
             registry

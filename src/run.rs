@@ -18,8 +18,8 @@
 //!    dropped last, after the run's future, so when the loop sees the exit nothing of the run is
 //!    left. The exit carries the task's template back to the loop.
 //! 3. A driver runs one run at a time, and starts the next one in place only after the last
-//!    one's future was dropped, and only when the run's [`RunShared`] could be renewed (see
-//!    its invariant 4: nothing else holds it, no stop was asked for), and it does not start it
+//!    one's future was dropped, and only when the task's run state could be renewed (see
+//!    [`crate::context`]'s invariant 4: no token, no stop), and it does not start it
 //!    at all if a stop arrives in between. Its reports reach the loop in the order it sent
 //!    them, on the channel its exit takes too.
 //! 4. A driver never gets more than [`MAX_UNREPORTED`] restarts in place ahead of the loop, and
@@ -27,20 +27,17 @@
 //!    grows the loop's queue without bound nor starves other tasks.
 //! 5. Each run sends at most two progress messages, whatever it does: one from its first poll
 //!    (tasks that did not declare heartbeats) and one from its first beat (see
-//!    [`RunShared::beat`]).
+//!    [`RunRef::beat`]).
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::context::{RunLocal, RunShared};
-use crate::message::{
-    Failure, FailureKind, Message, RanAgain, RunExit, RunId, RunOutcome, RunProgress,
-};
+use crate::context::{RunLocal, RunRef};
+use crate::message::{Failure, FailureKind, Message, RanAgain, RunExit, RunOutcome, RunProgress};
 use crate::observe::blocked::{task_key, Polling};
 use crate::policy::restart::{self, Ending};
 use crate::task::{SupervisedTask, TaskResult, TaskTemplate};
@@ -56,8 +53,12 @@ pub(crate) const MAX_UNREPORTED: u32 = 128;
 
 /// What the loop gives a driver to start with, beside the task's template.
 pub(crate) struct DriverStart {
-    pub(crate) id: RunId,
-    pub(crate) shared: Arc<RunShared>,
+    /// The first run.
+    pub(crate) run: RunRef,
+    /// Whether the driver may restart a run in place (see [`may_restart_in_place`]): `None`
+    /// never, `Some(limit)` while the task's restart attempts stay within `limit` (`None`:
+    /// no limit). Decided by the loop from the task's policy when it spawns the driver.
+    pub(crate) in_place: Option<Option<u32>>,
     /// Whether runs are watched from their start (they declared heartbeats).
     pub(crate) watched: bool,
     /// The task's restart attempts so far.
@@ -76,11 +77,11 @@ pub(crate) struct DriverStart {
 /// **inline** path: its driver is monomorphised for the closure's future, which lives inside
 /// the driver's own Tokio task, so a run allocates nothing of its own.
 pub(crate) trait Runs: Send + 'static {
-    /// Starts one run in `shared`'s context: the future that runs it to its end and drops it.
-    /// What it returns borrows nothing of `self`, so that the template need not be `Sync`.
+    /// Starts `run` in its context: the future that runs it to its end and drops it. What it
+    /// returns borrows nothing of `self`, so that the template need not be `Sync`.
     fn run_once<'a>(
         &self,
-        shared: &'a Arc<RunShared>,
+        run: &'a RunRef,
         watched: bool,
     ) -> impl Future<Output = Ended> + Send + 'a;
 
@@ -91,13 +92,13 @@ pub(crate) trait Runs: Send + 'static {
 impl Runs for dyn TaskTemplate {
     fn run_once<'a>(
         &self,
-        shared: &'a Arc<RunShared>,
+        run: &'a RunRef,
         watched: bool,
     ) -> impl Future<Output = Ended> + Send + 'a {
         let instance = make_instance(self);
         async move {
             match instance {
-                Ok(task) => supervise(task, shared, watched).await,
+                Ok(task) => supervise(task, run, watched).await,
                 Err(failure) => Ended::failed(failure),
             }
         }
@@ -120,8 +121,8 @@ pub(crate) fn spawn<T: Runs + ?Sized>(
 /// run's outcome when the driver returns, or as [`RunOutcome::Dropped`] when it is dropped
 /// before that.
 struct ExitReport<T: Runs + ?Sized> {
-    id: RunId,
-    shared: Arc<RunShared>,
+    /// The run in flight.
+    run: RunRef,
     /// `None` once the exit is sent.
     template: Option<Box<T>>,
 }
@@ -132,11 +133,11 @@ impl<T: Runs + ?Sized> ExitReport<T> {
             return;
         };
         let exit = Message::Exit(RunExit {
-            id: self.id,
+            id: self.run.id(),
             outcome,
             template: template.into_template(),
         });
-        if let Err(unsent) = self.shared.settings().events.send(exit) {
+        if let Err(unsent) = self.run.settings().events.send(exit) {
             // The loop is gone (its runtime is dropping every task). Dropping the template
             // here is user code; while unwinding, a second panic would abort the process.
             if std::thread::panicking() {
@@ -226,29 +227,30 @@ fn drive_runs<T: Runs + ?Sized>(
     start: DriverStart,
 ) -> impl Future<Output = ()> + Send {
     let DriverStart {
-        id,
-        shared,
+        run,
+        in_place,
         watched,
         mut attempts,
         span: _,
     } = start;
     let mut report = ExitReport {
-        id,
-        shared,
+        run,
         template: Some(template),
     };
     async move {
         loop {
-            // The template is taken only when the exit is sent, which ends the driver.
-            let Some(template) = report.template.as_deref() else {
-                return;
+            // The template is taken only when the exit is sent, which ends the driver. It is
+            // not kept across the run: the run's future borrows nothing of it.
+            let running = match report.template.as_deref() {
+                Some(template) => template.run_once(&report.run, watched),
+                None => return,
             };
-            let (outcome, alive) = template.run_once(&report.shared, watched).await.settle();
+            let (outcome, alive) = running.await.settle();
             let failure = match outcome {
                 RunOutcome::Failed(failure)
                     if !alive
-                        && may_restart_in_place(&report.shared, attempts)
-                        && report.shared.renew(report.id.generation) =>
+                        && may_restart_in_place(&report.run, in_place, attempts)
+                        && report.run.renew() =>
                 {
                     failure
                 }
@@ -257,18 +259,17 @@ fn drive_runs<T: Runs + ?Sized>(
             attempts = attempts.saturating_add(1);
             // The driver's span is the current one here (see `Driver`).
             tracing::Span::current().record("attempt", attempts);
-            report.id.generation = report.id.generation.wrapping_add(1);
-            report.shared.report_renewal();
-            let events = &report.shared.settings().events;
+            report.run.cells().report_renewal();
+            let events = &report.run.settings().events;
             let _ = events.send(Message::RanAgain(RanAgain {
-                id: report.id,
+                id: report.run.id(),
                 attempts,
                 failure,
             }));
             // Invariant 4: wait for the loop when it falls behind, then let others run. A stop
             // ends the wait: the check below sees it.
-            while report.shared.unreported() >= MAX_UNREPORTED
-                && !report.shared.stopping()
+            while report.run.cells().unreported() >= MAX_UNREPORTED
+                && !report.run.cells().stopping()
                 && !events.is_closed()
             {
                 tokio::task::yield_now().await;
@@ -277,7 +278,8 @@ fn drive_runs<T: Runs + ?Sized>(
             // The loop may have stopped the new run (a kill, a restart, the supervisor's end)
             // while it was not started yet: then it never starts. The loop has decided what
             // follows, so the outcome reported does not matter.
-            if report.shared.stopping() || report.shared.settings().ending.load(Ordering::Acquire) {
+            if report.run.cells().stopping() || report.run.settings().ending.load(Ordering::Acquire)
+            {
                 return report.send(RunOutcome::Dropped { panicked: false });
             }
         }
@@ -285,26 +287,25 @@ fn drive_runs<T: Runs + ?Sized>(
 }
 
 /// Whether a run that failed without proving alive may be followed by the next at once, by its
-/// own driver: the back-off is zero, an attempt is left, and nothing but the driver and the
-/// loop holds the run's state (no [`TaskContext`](crate::TaskContext) of the old run is left
-/// to beat for the new one).
-fn may_restart_in_place(shared: &Arc<RunShared>, attempts: u32) -> bool {
-    let (settings, policy) = (shared.settings(), shared.policy());
-    if !policy.restart_in_place
-        || settings.ending.load(Ordering::Acquire)
-        || settings.events.is_closed()
-        || !restart::policy_restarts(policy.restart, Ending::Failed)
-        || !restart::attempts_left(policy.max_restart_attempts, attempts)
-    {
+/// own driver: the task restarts in place (`in_place`, see [`DriverStart`]), an attempt is
+/// left, the supervisor is not ending, and the run never beat. A context the run gave away
+/// does not stand in the way: it belongs to the old run's generation, so it cannot beat, stop
+/// or ask a token for the new one.
+fn may_restart_in_place(run: &RunRef, in_place: Option<Option<u32>>, attempts: u32) -> bool {
+    let Some(limit) = in_place else {
         return false;
-    }
-    if Arc::strong_count(shared) != 2 {
-        return false;
-    }
-    // Pairs with the release of the last other holder's drop: what it did before letting go
-    // (a beat, a token) is visible from here on.
-    std::sync::atomic::fence(Ordering::Acquire);
-    shared.last_beat().is_none()
+    };
+    let settings = run.settings();
+    restart::attempts_left(limit, attempts)
+        && !settings.ending.load(Ordering::Acquire)
+        && !settings.events.is_closed()
+        && run.last_beat().is_none()
+}
+
+/// What [`DriverStart::in_place`] is for a task of `policy`.
+pub(crate) fn in_place_of(policy: &crate::spec::TaskPolicy) -> Option<Option<u32>> {
+    (policy.restart_in_place && restart::policy_restarts(policy.restart, Ending::Failed))
+        .then_some(policy.max_restart_attempts)
 }
 
 /// Makes the run's instance; a panic doing so is the run's failure.
@@ -320,7 +321,7 @@ fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>,
     })
 }
 
-/// Runs `task` once inside `shared`'s context (the boxed path), and drops it after its run's
+/// Runs `task` once as `run`, in its context (the boxed path), and drops it after its run's
 /// future.
 ///
 /// Written as a function returning a block, not as an `async fn`, and with only the run's own
@@ -329,7 +330,7 @@ fn make_instance(template: &dyn TaskTemplate) -> Result<Box<dyn SupervisedTask>,
 #[allow(clippy::manual_async_fn)] // An `async fn` would keep its arguments twice.
 fn supervise(
     mut task: Box<dyn SupervisedTask>,
-    shared: &Arc<RunShared>,
+    run: &RunRef,
     watched_from_start: bool,
 ) -> impl Future<Output = Ended> + Send + '_ {
     async move {
@@ -341,11 +342,11 @@ fn supervise(
             instance.run()
         };
         let made = {
-            let local = RunLocal::new(shared);
+            let local = RunLocal::new(run);
             let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(start))
         };
-        let mut ended = RunToEnd::new(made, shared, watched_from_start).await;
+        let mut ended = RunToEnd::new(made, run, watched_from_start).await;
         let dropped = catch_unwind(AssertUnwindSafe(move || drop(task)));
         ended.dropped_too(dropped);
         ended
@@ -444,23 +445,23 @@ impl<'a, F: Future<Output = TaskResult>> RunToEnd<'a, F> {
     /// Runs what `made` made, or reports its panic.
     pub(crate) fn new(
         made: Result<F, Payload>,
-        shared: &'a Arc<RunShared>,
+        run_ref: &'a RunRef,
         watched_from_start: bool,
     ) -> Self {
         let (run, unmade) = match made {
             Ok(run) => (Some(run), None),
             Err(payload) => (None, Some(payload)),
         };
-        let poll_key = shared
+        let poll_key = run_ref
             .settings()
             .poll_watch
             .map_or(NOT_WATCHED, |supervisor| {
-                task_key(supervisor, shared.slot())
+                task_key(supervisor, run_ref.slot())
             });
         Self {
             run,
             unmade,
-            local: RunLocal::new(shared),
+            local: RunLocal::new(run_ref),
             poll_key,
             watch: AliveWatch {
                 reported: watched_from_start,
@@ -493,7 +494,7 @@ impl<F: Future<Output = TaskResult>> Future for RunToEnd<'_, F> {
             let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| this.run.set(None)))
         };
-        let alive = this.watch.polled_alive || local.shared().last_beat().is_some();
+        let alive = this.watch.polled_alive || local.run().last_beat().is_some();
         Poll::Ready(Ended {
             polled,
             dropped,
@@ -532,17 +533,14 @@ impl AliveWatch {
                     // Polled once and still running: alive. A first beat during that poll
                     // has told the loop already.
                     self.reported = true;
-                    let shared = local.shared();
-                    if shared.last_beat().is_none() {
+                    let run = local.run();
+                    if run.last_beat().is_none() {
                         // The loop may be gone (shutdown): then nobody needs the news.
-                        let _ = shared
-                            .settings()
-                            .events
-                            .send(Message::Progress(RunProgress {
-                                id: shared.id(),
-                                alive: true,
-                                beaten: false,
-                            }));
+                        let _ = run.settings().events.send(Message::Progress(RunProgress {
+                            id: run.id(),
+                            alive: true,
+                            beaten: false,
+                        }));
                     }
                 }
                 Poll::Pending

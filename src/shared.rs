@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::context::RunSettings;
 use crate::error::{BuilderError, SupervisorError, SupervisorHandleError};
 use crate::message::Message;
 use crate::observe::events::Event;
@@ -27,6 +28,9 @@ const EVENTS_CAPACITY: usize = 4096;
 /// What the handles and the loop share.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
+    /// What every run of the supervisor shares (made here, before the loop, so that the task
+    /// table's chunks can point to it).
+    pub(crate) run_settings: Arc<RunSettings>,
     /// The zero of every stamp in the task table.
     pub(crate) epoch: tokio::time::Instant,
     /// The supervisor's settings, for the handles to resolve and check a task's spec.
@@ -105,14 +109,39 @@ impl Shared {
         }
     }
 
+    /// The shared state of a supervisor about to run, whose loop receives what `sender`
+    /// sends. It holds the settings its runs share ([`RunSettings`]), which every chunk of its
+    /// task table points to; a run reaches them, and this state, from its chunk.
     pub(crate) fn new(
         sender: mpsc::UnboundedSender<Message>,
         config: Config,
         default_policy: Arc<TaskPolicy>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self::with_settings(this, sender, config, default_policy))
+    }
+
+    fn with_settings(
+        this: &Weak<Self>,
+        sender: mpsc::UnboundedSender<Message>,
+        config: Config,
+        default_policy: Arc<TaskPolicy>,
     ) -> Self {
+        let epoch = tokio::time::Instant::now();
+        let ending = Arc::new(AtomicBool::new(false));
+        let run_settings = Arc::new(RunSettings {
+            epoch,
+            heartbeat_interval: config.heartbeat_interval,
+            ending: Arc::clone(&ending),
+            events: sender.clone(),
+            supervisor: Weak::clone(this),
+            poll_watch: config
+                .blocked_poll_threshold
+                .map(|threshold| crate::observe::blocked::watch(Weak::clone(this), threshold)),
+        });
         Self {
-            registry: Registry::new(),
-            epoch: tokio::time::Instant::now(),
+            registry: Registry::new(Arc::clone(&run_settings)),
+            run_settings,
+            epoch,
             config,
             default_policy,
             children: std::sync::Mutex::default(),
@@ -124,7 +153,7 @@ impl Shared {
             status_changes: LazyBroadcast::new(STATUS_CHANGES_CAPACITY),
             events: LazyBroadcast::new(EVENTS_CAPACITY),
             loop_waiting: Padded(AtomicBool::new(false)),
-            ending: Arc::new(AtomicBool::new(false)),
+            ending,
         }
     }
 

@@ -84,11 +84,7 @@ impl Supervisor {
     /// ```
     pub fn run(self) -> SupervisorHandle {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(
-            sender,
-            self.config.clone(),
-            self.default_policy,
-        ));
+        let shared = Shared::new(sender, self.config.clone(), self.default_policy);
         let tasks = self
             .tasks
             .into_iter()

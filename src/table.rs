@@ -17,6 +17,9 @@
 //!    run is never overwritten by the run before it.
 //! 3. Chunks are never moved or freed while the registry or a run holds them, so a place found
 //!    once stays valid.
+//! 4. Each task's run state (stop word, token, unreported restarts in place) follows the rules
+//!    of [`crate::context`] (its invariant 4): it serves the current run, by generation, and
+//!    is moved to a new run only by the loop or by the driver restarting in place.
 //!
 //! # Why sharing is safe
 //!
@@ -27,8 +30,11 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::context::RunSettings;
 use crate::status::TaskStatus;
-use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
 
 /// How many tasks one chunk of the table holds (a few under `loom`, whose atomics are heavy).
 pub(crate) const CHUNK: usize = if cfg!(loom) { 4 } else { 256 };
@@ -55,6 +61,8 @@ pub(crate) const DIED_OF_FAILURE: u8 = 1 << 5;
 /// One chunk of the table. Zeroed, every task reads `Created`, with nothing published.
 #[derive(Debug)]
 pub(crate) struct TaskChunk {
+    /// The settings every run of the supervisor shares: a run reaches them through its chunk.
+    settings: Arc<RunSettings>,
     status: [AtomicU8; CHUNK],
     flags: [AtomicU8; CHUNK],
     attempt: [AtomicU32; CHUNK],
@@ -65,12 +73,20 @@ pub(crate) struct TaskChunk {
     started: [AtomicU64; CHUNK],
     healthy: [AtomicU64; CHUNK],
     failed: [AtomicU64; CHUNK],
+    /// Each task's run state (see [`crate::context::RunCells`]): the stop word (the current
+    /// run's generation and flags), the run's token once it asked for one, and the restarts
+    /// in place its driver reported that the loop has not handled.
+    run_state: [AtomicU64; CHUNK],
+    tokens: [Mutex<Option<CancellationToken>>; CHUNK],
+    unreported: [AtomicU32; CHUNK],
 }
 
 impl TaskChunk {
-    pub(crate) fn new() -> Arc<Self> {
+    /// A chunk of the supervisor whose runs share `settings`.
+    pub(crate) fn new(settings: &Arc<RunSettings>) -> Arc<Self> {
         const _: () = assert!(TaskStatus::Created.as_u8() == 0);
         Arc::new(Self {
+            settings: Arc::clone(settings),
             status: std::array::from_fn(|_| AtomicU8::new(0)),
             flags: std::array::from_fn(|_| AtomicU8::new(0)),
             attempt: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -79,7 +95,30 @@ impl TaskChunk {
             started: std::array::from_fn(|_| AtomicU64::new(0)),
             healthy: std::array::from_fn(|_| AtomicU64::new(0)),
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
+            run_state: std::array::from_fn(|_| AtomicU64::new(0)),
+            tokens: std::array::from_fn(|_| Mutex::new(None)),
+            unreported: std::array::from_fn(|_| AtomicU32::new(0)),
         })
+    }
+
+    /// The settings the runs of these tasks share.
+    pub(crate) fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    /// The stop word of the task at `place`.
+    pub(crate) fn run_state(&self, place: usize) -> &AtomicU64 {
+        &self.run_state[place]
+    }
+
+    /// The current run's token of the task at `place`, once it asked for one.
+    pub(crate) fn token(&self, place: usize) -> &Mutex<Option<CancellationToken>> {
+        &self.tokens[place]
+    }
+
+    /// The unhandled restarts in place of the task at `place`.
+    pub(crate) fn unreported(&self, place: usize) -> &AtomicU32 {
+        &self.unreported[place]
     }
 
     pub(crate) fn status(&self, place: usize) -> TaskStatus {
@@ -140,6 +179,11 @@ impl TaskCells {
 
     pub(crate) fn chunk(&self) -> &Arc<TaskChunk> {
         &self.chunk
+    }
+
+    /// The task's run state, as the loop acts on it.
+    pub(crate) fn run(&self) -> crate::context::RunCells<'_> {
+        crate::context::RunCells::new(&self.chunk, self.place())
     }
 
     /// The stamp of the last beat of the run of `generation`, `None` if that run has not beaten
@@ -268,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_beat_belongs_to_the_run_of_its_generation() {
-        let chunk = TaskChunk::new();
+        let chunk = TaskChunk::new(&RunSettings::detached());
         let cell = chunk.beat_cell(3);
         cell.store(beat_value(7, 0), Ordering::Relaxed);
         assert_eq!(beat_of(cell.load(Ordering::Relaxed), 7), None, "not yet");
@@ -284,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_context_of_an_earlier_run_cannot_beat_for_the_next() {
-        let chunk = TaskChunk::new();
+        let chunk = TaskChunk::new(&RunSettings::detached());
         let cell = chunk.beat_cell(0);
         cell.store(beat_value(1, 0), Ordering::Relaxed);
         assert!(beat(cell, 1, 50));
@@ -316,7 +360,7 @@ mod tests {
 
     #[test]
     fn published_fields_are_read_back() {
-        let chunk = TaskChunk::new();
+        let chunk = TaskChunk::new(&RunSettings::detached());
         let cells = TaskCells::new(Arc::clone(&chunk), CHUNK as u32 + 5);
         cells.publish_status(TaskStatus::Healthy);
         cells.publish_attempt(3);

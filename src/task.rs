@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
-use crate::context::{RunLocal, RunShared};
+use crate::context::{RunLocal, RunRef};
 use crate::run::{self, DriverStart, Ended, RunToEnd, Runs};
 
 /// The error a task's run returns: an [`anyhow::Error`], as in every 0.3.x release.
@@ -391,17 +391,17 @@ where
 {
     fn run_once<'a>(
         &self,
-        shared: &'a Arc<RunShared>,
+        run: &'a RunRef,
         watched: bool,
     ) -> impl Future<Output = Ended> + Send + 'a {
         // Called in the run's context, as the boxed path calls it inside the run's first
         // poll; a panic of it is the run's panic.
         let made = {
-            let local = RunLocal::new(shared);
+            let local = RunLocal::new(run);
             let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| (self.0.make)()))
         };
-        RunToEnd::new(made, shared, watched)
+        RunToEnd::new(made, run, watched)
     }
 
     fn into_template(self: Box<Self>) -> Box<dyn TaskTemplate> {

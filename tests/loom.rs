@@ -286,6 +286,63 @@ fn a_reused_slot_never_shows_the_loop_an_old_contexts_beat() {
     });
 }
 
+/// A slot reused by a new run while a context of the old run still holds its place and asks
+/// for its token and checks for cancellation: the old context gets a token that is cancelled
+/// (it was the old run's, cancelled when the slot moved on, or one made cancelled for a run
+/// that is over), and nothing it does marks the new run cooperative or reaches its token.
+#[test]
+fn an_old_contexts_token_request_racing_the_slots_reuse_never_reaches_the_new_run() {
+    loom::model(|| {
+        let old = Arc::new(LoomRun::new());
+        let stale = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || {
+                let token = old.token();
+                let _ = old.is_stop_requested();
+                token
+            })
+        };
+        let new = old.next_run();
+        let cooperative = new.request_stop();
+        let old_token = stale.join().unwrap();
+
+        assert!(!cooperative, "the old context made the new run cooperative");
+        assert!(old_token.is_cancelled(), "the old run is over");
+        assert!(old.token().is_cancelled());
+        assert!(old.is_stop_requested(), "the old run is over");
+        assert!(new.token().is_cancelled(), "the new run's own stop");
+        assert_eq!(new.current_generation(), new.generation());
+    });
+}
+
+/// The new run asks for its token while a context of the old run asks for its own: each gets
+/// its own, the new run's is cancelled only by the new run's stop, the old one's is cancelled.
+#[test]
+fn the_new_runs_token_is_its_own_while_an_old_context_asks_for_one() {
+    loom::model(|| {
+        let old = Arc::new(LoomRun::new());
+        let new = Arc::new(old.next_run());
+        let stale = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || old.token())
+        };
+        let fresh = {
+            let new = Arc::clone(&new);
+            thread::spawn(move || new.token())
+        };
+        let old_token = stale.join().unwrap();
+        let new_token = fresh.join().unwrap();
+
+        assert!(old_token.is_cancelled(), "the old run is over");
+        assert!(
+            !new_token.is_cancelled(),
+            "the old context cancelled the new token"
+        );
+        assert!(new.request_stop(), "the new run asked for its token first");
+        assert!(new_token.is_cancelled());
+    });
+}
+
 // ----- the stop handshake -----
 
 /// Context invariant 3: once the loop has asked a run to stop, the run's token is cancelled,

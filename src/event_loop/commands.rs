@@ -71,7 +71,6 @@ impl EventLoop {
             attempts: 0,
             generation: 0,
             run: None,
-            spare_run: None,
             after_exit: AfterExit::Decide,
             timer: Timer {
                 due: NEVER,

@@ -34,11 +34,11 @@ impl EventLoop {
             unwind::drop_guarded(template);
             return;
         };
-        let Some(run) = slot.run.take() else {
+        if slot.run.take().is_none() {
             tracing::error!(task = %slot.name, "exit of an unknown run; this is a bug in task-supervisor");
             unwind::drop_guarded(template);
             return;
-        };
+        }
         if slot.generation != id.generation {
             tracing::error!(task = %slot.name, "exit out of order; this is a bug in task-supervisor");
             slot.generation = id.generation;
@@ -58,7 +58,6 @@ impl EventLoop {
         }
         slot.cells.publish_ended();
         slot.template = Some(template);
-        slot.spare_run = Some(run.shared);
         slot.timer.due = NEVER;
         if let RunOutcome::Dropped { panicked: true } = outcome {
             tracing::warn!(task = %slot.name, "a stopped run panicked while being dropped");
@@ -100,7 +99,7 @@ impl EventLoop {
             tracing::error!(task = %slot.name, "restart of a run that is gone; this is a bug in task-supervisor");
             return;
         };
-        run.shared.renewal_handled();
+        slot.cells.run().renewal_handled();
         if slot.generation.wrapping_add(1) != id.generation {
             tracing::error!(task = %slot.name, "restart out of order; this is a bug in task-supervisor");
         }

@@ -129,16 +129,7 @@ impl EventLoop {
         receiver: UnboundedReceiver<Message>,
         tasks: Vec<NewTask>,
     ) -> Self {
-        let settings = Arc::new(RunSettings {
-            epoch: shared.epoch,
-            heartbeat_interval: config.heartbeat_interval,
-            ending: Arc::clone(&shared.ending),
-            events: shared.sender.clone(),
-            supervisor: Arc::downgrade(&shared),
-            poll_watch: config
-                .blocked_poll_threshold
-                .map(|threshold| blocked::watch(&shared, threshold)),
-        });
+        let settings = Arc::clone(&shared.run_settings);
         let jitter = config
             .jitter_seed
             .map_or_else(JitterSource::from_entropy, JitterSource::new);

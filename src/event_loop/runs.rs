@@ -6,11 +6,11 @@ use tokio::time::Instant;
 
 use super::slot::{AfterExit, LiveRun, TimerKind};
 use super::{EventLoop, NEVER};
-use crate::context::{stamp_since, RunShared};
+use crate::context::{stamp_since, RunRef};
 use crate::deadline::nanos_since;
 use crate::message::{Message, RunId, RunProgress};
 use crate::observe::events::EventKind;
-use crate::run::DriverStart;
+use crate::run::{self, DriverStart};
 use crate::status::TaskStatus;
 
 impl EventLoop {
@@ -31,36 +31,22 @@ impl EventLoop {
             slot: index as u32,
             generation: slot.generation,
         };
-        // The last run's shared state is reused unless something (a `TaskContext` the run
-        // gave away) still holds it: a restart then allocates nothing for it.
-        let shared = slot
-            .spare_run
-            .take()
-            .and_then(|mut spare| {
-                Arc::get_mut(&mut spare)?.reset(id);
-                Some(spare)
-            })
-            .unwrap_or_else(|| {
-                Arc::new(RunShared::new(
-                    id,
-                    Arc::clone(&self.settings),
-                    Arc::clone(&slot.policy),
-                    Arc::clone(slot.cells.chunk()),
-                ))
-            });
+        // The run's state is the task's place in the table: the last run has ended (invariant
+        // 1), so it is given to this one, and a context the last run gave away is left with
+        // a generation that is over.
+        slot.cells.run().begin(id.generation);
         let watched = slot.declares_heartbeats;
         let span = tracing::info_span!("run", task = %slot.name, attempt = slot.attempts);
         let span = (!span.is_disabled()).then(|| Box::new(span));
         let abort = template.spawn(DriverStart {
-            id,
-            shared: Arc::clone(&shared),
+            run: RunRef::new(Arc::clone(slot.cells.chunk()), id),
+            in_place: run::in_place_of(&slot.policy),
             watched,
             attempts: slot.attempts,
             span,
         });
         self.live_runs += 1;
         slot.run = Some(LiveRun {
-            shared,
             abort,
             stopping: false,
             aborted: false,
@@ -101,13 +87,14 @@ impl EventLoop {
     /// current): a cooperative run gets the grace period, any other is dropped at once. Returns
     /// whether it asked: not when the run is stopping already, or when `expected` is gone.
     pub(super) fn stop_run(&mut self, index: usize, expected: Option<u32>) -> bool {
-        let Some(run) = self.slots[index].run.as_mut() else {
+        let slot = &mut self.slots[index];
+        let Some(run) = slot.run.as_mut() else {
             return false;
         };
         if run.stopping {
             return false;
         }
-        let Some(cooperative) = run.shared.request_stop(expected) else {
+        let Some(cooperative) = slot.cells.run().request_stop(expected) else {
             return false;
         };
         run.stopping = true;
@@ -125,16 +112,18 @@ impl EventLoop {
     /// supervisor is not dropped: the child is told to drop every run of its own at once, and
     /// the run ends as soon as they have (invariant 10).
     pub(super) fn abort_run(&mut self, index: usize) {
-        let Some(run) = self.slots[index].run.as_mut() else {
+        let slot = &mut self.slots[index];
+        let Some(run) = slot.run.as_mut() else {
             return;
         };
         if run.aborted {
             return;
         }
         run.aborted = true;
-        if run.shared.stops_its_child() {
+        let cells = slot.cells.run();
+        if cells.stops_its_child() {
             // Never dropped: it ends once its child has (invariant 10 of `tree`).
-            run.shared.force();
+            cells.force();
             if let Some(child) = self.shared.child_of(index as u32) {
                 let _ = child.shared.sender.send(Message::DropEveryRun);
             }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tokio::task::AbortHandle;
 
-use crate::context::RunShared;
 use crate::deadline::{Nanos, Tick};
 use crate::spec::TaskPolicy;
 use crate::status::TaskStatus;
@@ -46,9 +45,8 @@ pub(super) struct Timer {
     pub(super) queued: Tick,
 }
 
-/// The run a slot holds: its driver, and the run the driver is on.
+/// The run a slot holds: its driver (the run's state is the slot's place in the task table).
 pub(super) struct LiveRun {
-    pub(super) shared: Arc<RunShared>,
     pub(super) abort: AbortHandle,
     /// Whether it has been asked to stop.
     pub(super) stopping: bool,
@@ -74,8 +72,6 @@ pub(super) struct Slot {
     pub(super) attempts: u32,
     pub(super) generation: u32,
     pub(super) run: Option<LiveRun>,
-    /// The shared state of the last run, kept for the next one.
-    pub(super) spare_run: Option<Arc<RunShared>>,
     pub(super) after_exit: AfterExit,
     pub(super) timer: Timer,
     /// What `timer` is for (kept out of `Timer`, whose padding it would double).

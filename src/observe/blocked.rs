@@ -27,7 +27,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::observe::events::{Event, EventKind};
@@ -177,17 +177,13 @@ fn watcher() -> WatcherGuard {
 
 /// Watches the polls of `shared`'s runs from now on, with `threshold`; returns the id its
 /// runs mark their polls with. Starts the watcher's thread if it is not running.
-pub(crate) fn watch(shared: &Arc<Shared>, threshold: Duration) -> u32 {
+pub(crate) fn watch(shared: Weak<Shared>, threshold: Duration) -> u32 {
     let mut watcher = watcher();
     let id = watcher.next_id;
     watcher.next_id = watcher.next_id.wrapping_add(1);
-    watcher.supervisors.insert(
-        id,
-        Watched {
-            shared: Arc::downgrade(shared),
-            threshold,
-        },
-    );
+    watcher
+        .supervisors
+        .insert(id, Watched { shared, threshold });
     if !watcher.running {
         let spawned = std::thread::Builder::new()
             .name("task-supervisor-watcher".to_owned())
