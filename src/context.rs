@@ -33,17 +33,20 @@
 //!
 //! # Why sharing is safe
 //!
-//! The run and the loop share atomics and, per task, a mutex around the token. The stop
+//! The run and the loop share atomics and, per chunk of the task table, a mutex around the
+//! tokens of its runs. The stop
 //! handshake (invariant 3) runs through one atomic word that holds the run's generation and its
 //! flags: the loop sets `STOP`, a run asking for its token sets `COOPERATIVE`, and each side
 //! reads the other's flag from the same read-modify-write, so whichever side comes second
 //! cancels the token. A run sets its flags only by a compare-and-swap from a word of its own
 //! generation. A renewal is a compare-and-swap of that same word from "this generation, no
 //! flag" to "next generation, no flag": it and a stop (or a token request) are ordered, and
-//! exactly one of them wins. The token is made, taken and replaced under its mutex, and the
-//! loop moves the word to a new run under it too, so a token request of an old run either
-//! finishes before the move (and its token is cancelled by it) or sees the new generation and
-//! gets a cancelled token; the cell never holds a token but the current run's.
+//! exactly one of them wins. A token request sets `COOPERATIVE` and makes the token under the
+//! mutex. The loop moves the word to a new run first, and takes the old run's token out under
+//! the mutex if the word it replaced says that run asked for one: a token request of the old
+//! run either set its flag before the move (then the loop waits for its token and cancels it)
+//! or sees the new generation and gets a cancelled token. So the chunk never holds a token but
+//! the current runs', and a task's token is there exactly when its word says `COOPERATIVE`.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -54,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::message::{Message, RunId, RunProgress};
 use crate::shared::{HandleInner, Shared};
 use crate::sync::{AtomicU64, Ordering};
-use crate::table::{self, TaskChunk, CHUNK};
+use crate::table::{self, TaskChunk, Tokens, CHUNK};
 
 std::thread_local! {
     /// The run whose future this thread is polling or dropping now, or null (invariant 5): two
@@ -337,10 +340,10 @@ impl<'a> RunCells<'a> {
         self.chunk.run_state(self.place)
     }
 
-    fn lock_token(&self) -> crate::sync::MutexGuard<'a, Option<CancellationToken>> {
+    fn lock_tokens(&self) -> crate::sync::MutexGuard<'a, Tokens> {
         // Nothing panics while it is held; a poisoned lock still holds a consistent value.
         self.chunk
-            .token(self.place)
+            .tokens()
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -350,19 +353,18 @@ impl<'a> RunCells<'a> {
     /// run's token, if it asked for one, is cancelled: a task it handed it to learns that the
     /// run is over.
     pub(crate) fn begin(&self, generation: u32) {
-        let old = {
-            let mut token = self.lock_token();
-            // Under the token's lock: a token request of the old run finishes before this, or
-            // sees the new generation (see the module documentation).
-            self.state().swap(state_of(generation), Ordering::AcqRel);
-            token.take()
-        };
+        let before = self.state().swap(state_of(generation), Ordering::AcqRel);
         self.chunk
             .unreported(self.place)
             .store(0, Ordering::Release);
         self.give_beat_to(generation);
-        if let Some(old) = old {
-            old.cancel();
+        if before & COOPERATIVE != 0 {
+            // The last run asked for its token: it is there, or its request still holds the
+            // lock and puts it there first (see the module documentation).
+            let old = self.lock_tokens().take(self.place);
+            if let Some(old) = old {
+                old.cancel();
+            }
         }
     }
 
@@ -428,15 +430,15 @@ impl<'a> RunCells<'a> {
     /// Run `generation`'s token, made on its first request, which marks the run cooperative.
     /// A run that is over gets a cancelled token of its own.
     fn token(&self, generation: u32) -> CancellationToken {
-        let mut cell = self.lock_token();
+        let mut tokens = self.lock_tokens();
         let Some(before) = self.mark(generation, COOPERATIVE) else {
-            drop(cell);
+            drop(tokens);
             let over = CancellationToken::new();
             over.cancel();
             return over;
         };
-        let token = cell.get_or_insert_with(CancellationToken::new).clone();
-        drop(cell);
+        let token = tokens.get_or_make(self.place);
+        drop(tokens);
         if before & STOP != 0 {
             token.cancel();
         }
@@ -513,7 +515,7 @@ impl<'a> RunCells<'a> {
         }
         // The run asked for its token: made under the lock, so it is there once the lock is
         // had. Cancelled outside it: cancelling wakes whoever waits on it.
-        let token = self.lock_token().clone();
+        let token = self.lock_tokens().get(self.place);
         if let Some(token) = token {
             token.cancel();
         }

@@ -77,7 +77,7 @@ pub(crate) struct TaskChunk {
     /// run's generation and flags), the run's token once it asked for one, and the restarts
     /// in place its driver reported that the loop has not handled.
     run_state: [AtomicU64; CHUNK],
-    tokens: [Mutex<Option<CancellationToken>>; CHUNK],
+    tokens: Mutex<Tokens>,
     unreported: [AtomicU32; CHUNK],
 }
 
@@ -96,7 +96,7 @@ impl TaskChunk {
             healthy: std::array::from_fn(|_| AtomicU64::new(0)),
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
             run_state: std::array::from_fn(|_| AtomicU64::new(0)),
-            tokens: std::array::from_fn(|_| Mutex::new(None)),
+            tokens: Mutex::new(Tokens(None)),
             unreported: std::array::from_fn(|_| AtomicU32::new(0)),
         })
     }
@@ -111,9 +111,9 @@ impl TaskChunk {
         &self.run_state[place]
     }
 
-    /// The current run's token of the task at `place`, once it asked for one.
-    pub(crate) fn token(&self, place: usize) -> &Mutex<Option<CancellationToken>> {
-        &self.tokens[place]
+    /// The tokens of the current runs of this chunk's tasks that asked for one.
+    pub(crate) fn tokens(&self) -> &Mutex<Tokens> {
+        &self.tokens
     }
 
     /// The unhandled restarts in place of the task at `place`.
@@ -142,6 +142,33 @@ impl TaskChunk {
     /// The beat of the task at `place`, for its runs and the loop.
     pub(crate) fn beat_cell(&self, place: usize) -> &AtomicU64 {
         &self.beat[place]
+    }
+}
+
+/// The cancellation tokens of a chunk's current runs, by place: made for the chunk when its
+/// first run asks for a token (most never do, and then the chunk pays a pointer for them all).
+#[derive(Debug)]
+pub(crate) struct Tokens(Option<Box<[Option<CancellationToken>; CHUNK]>>);
+
+impl Tokens {
+    /// The token at `place`, made if there is none.
+    pub(crate) fn get_or_make(&mut self, place: usize) -> CancellationToken {
+        let tokens = self
+            .0
+            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
+        tokens[place]
+            .get_or_insert_with(CancellationToken::new)
+            .clone()
+    }
+
+    /// The token at `place`, if there is one.
+    pub(crate) fn get(&self, place: usize) -> Option<CancellationToken> {
+        self.0.as_ref()?[place].clone()
+    }
+
+    /// Takes the token at `place` out, if there is one.
+    pub(crate) fn take(&mut self, place: usize) -> Option<CancellationToken> {
+        self.0.as_mut()?[place].take()
     }
 }
 
