@@ -562,7 +562,9 @@ pub fn heartbeat() {
 /// Get it inside [`SupervisedTask::run`](crate::SupervisedTask::run) with
 /// [`TaskContext::current`]. It is cheap to clone and can be moved into tasks the run spawns,
 /// so that they beat or watch for cancellation on the run's behalf. It belongs to one run: a
-/// context kept after its run ended affects nothing.
+/// context kept after its run ended affects nothing. Once the task's next run has started, its
+/// heartbeats are ignored, it reports itself cancelled, and the token it handed out is
+/// cancelled, so a helper task waiting on it learns that the run is over.
 ///
 /// # Examples
 ///
