@@ -25,8 +25,8 @@
 //!    place ([`RunCells::renew`]) only when the run never proved alive, never asked for its
 //!    token and was never asked to stop. A stop meant for an earlier run cannot reach a later
 //!    one ([`RunCells::request_stop`] with an expected generation), and a context of an
-//!    earlier run changes nothing of a later one: its beat misses, its token is a cancelled
-//!    one, its cancellation check says the run is over.
+//!    earlier run changes nothing of a later one: once the later run has started, its beat
+//!    misses, its token is a cancelled one, its cancellation check says the run is over.
 //! 5. This thread's current run (see [`RunLocal::enter`]) is set only while the driver polls
 //!    or drops the run's future, and the driver's future holds what it points to for all that
 //!    time: the pointer never outlives what it points to, and no other thread ever sees it.
@@ -46,7 +46,7 @@
 //! the mutex if the word it replaced says that run asked for one: a token request of the old
 //! run either set its flag before the move (then the loop waits for its token and cancels it)
 //! or sees the new generation and gets a cancelled token. So the chunk never holds a token but
-//! the current runs', and a task's token is there exactly when its word says `COOPERATIVE`.
+//! the current runs', and a task's token is there only when its word says `COOPERATIVE`.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -386,11 +386,28 @@ impl<'a> RunCells<'a> {
     }
 
     /// Hands the state from run `generation` on to the next run, in place. Succeeds only when
-    /// that run asked for no token and was not asked to stop (invariant 4): then no token needs
-    /// replacing, and no stop is lost. The caller has checked that the run never beat; the
-    /// beat is handed on to the next run too.
+    /// that run never beat, asked for no token and was not asked to stop (invariant 4): then
+    /// no token needs replacing, no stop is lost and no beat of the old run is hidden. The beat
+    /// is handed on to the next run too.
     fn renew(&self, generation: u32) -> bool {
         let next = generation.wrapping_add(1);
+        // The beat first, from "run `generation`, never beaten": a context of that run that
+        // beats now (a task the run handed it to) either lands first, and the run proved alive
+        // after all, or misses. Checked before, the beat could land between the check and the
+        // renewal, and its announcement would reach the loop for a run reported as never
+        // alive.
+        let beat = self.chunk.beat_cell(self.place);
+        if beat
+            .compare_exchange(
+                table::beat_value(generation, 0),
+                table::beat_value(next, 0),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return false;
+        }
         let renewed = self
             .state()
             .compare_exchange(
@@ -400,8 +417,11 @@ impl<'a> RunCells<'a> {
                 Ordering::Acquire,
             )
             .is_ok();
-        if renewed {
-            self.give_beat_to(next);
+        if !renewed {
+            // A stop or a token request came first: the beat goes back to the run it belongs
+            // to, unbeaten (a beat of that run's context in between missed, and its run has
+            // ended anyway).
+            beat.swap(table::beat_value(generation, 0), Ordering::AcqRel);
         }
         renewed
     }
@@ -619,15 +639,18 @@ impl TaskContext {
     ///
     /// Asking for the token marks the run as cooperative: when stopped, it gets the
     /// supervisor's grace period to return before it is dropped. A run that never asks is
-    /// dropped at once, since it could not know it should finish. A context kept after its run
-    /// ended gets a token that is cancelled already.
+    /// dropped at once, since it could not know it should finish. Once the task's next run has
+    /// started, a context kept from this run gets a token that is cancelled already.
+    ///
+    /// The token lives in a table shared by a few hundred tasks, behind one lock: take it once
+    /// per run and keep it, rather than asking for it in a loop.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.run.token()
     }
 
     /// Whether the supervisor has asked this run to finish. Checking marks the run as
-    /// cooperative, as [`cancellation_token`](Self::cancellation_token) does. For a context kept
-    /// after its run ended, it is `true`.
+    /// cooperative, as [`cancellation_token`](Self::cancellation_token) does. Once the task's
+    /// next run has started, it is `true` for a context kept from this run.
     pub fn is_cancelled(&self) -> bool {
         self.run.is_stop_requested()
     }
@@ -754,6 +777,16 @@ impl LoomRun {
         Self {
             chunk: Arc::clone(&self.chunk),
             generation: std::sync::atomic::AtomicU32::new(next),
+            events: Arc::clone(&self.events),
+        }
+    }
+
+    /// A context of the run this stands for, as the run hands it to a task of its own: it
+    /// keeps this run's generation whatever the driver does next.
+    pub fn context(&self) -> Self {
+        Self {
+            chunk: Arc::clone(&self.chunk),
+            generation: std::sync::atomic::AtomicU32::new(self.generation()),
             events: Arc::clone(&self.events),
         }
     }

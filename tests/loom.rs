@@ -286,6 +286,33 @@ fn a_reused_slot_never_shows_the_loop_an_old_contexts_beat() {
     });
 }
 
+/// The driver of run 1, which never beat, renews in place while a context run 1 handed to a
+/// task of its own beats: either the beat lands first (run 1 proved alive after all, and is not
+/// renewed) or it misses. The loop is never told of a first beat of a run the driver then
+/// reports as never alive.
+#[test]
+fn a_renewal_racing_a_beat_of_the_run_it_replaces_never_hides_that_beat() {
+    loom::model(|| {
+        let run = Arc::new(LoomRun::new());
+        let first = run.generation();
+        let context = run.context();
+        let helper = thread::spawn(move || {
+            context.beat();
+            context
+        });
+        let renewed = run.last_beat().is_none() && run.renew(first);
+        let context = helper.join().unwrap();
+        let announced = context.progress_messages();
+        assert!(
+            !(renewed && announced > 0),
+            "run 1's beat was announced, and the run renewed as if it never beat"
+        );
+        if renewed {
+            assert_eq!(run.last_beat(), None, "run 2 has not beaten");
+        }
+    });
+}
+
 /// A slot reused by a new run while a context of the old run still holds its place and asks
 /// for its token and checks for cancellation: the old context gets a token that is cancelled
 /// (it was the old run's, cancelled when the slot moved on, or one made cancelled for a run
