@@ -288,7 +288,17 @@ impl RunRef {
     }
 
     /// A heartbeat of this run (invariant 1); the first is announced to the loop.
+    ///
+    /// A context handed to another task can outlive its run by any number of runs, and the
+    /// beat's own check compares only 16 bits of the generation: this one compares all 32
+    /// first, so a context 65 536 runs old (a crash loop restarting in place gets there fast)
+    /// does not beat for the current run. The run's own beats, through [`RunLocal`], are
+    /// always the current run's and skip it.
     pub(crate) fn beat(&self) {
+        let state = self.cells().state().load(Ordering::Relaxed);
+        if generation_of(state) != self.generation {
+            return;
+        }
         if beat(self.settings(), self.beat_cell(), self.generation) {
             announce_first_beat(self.settings(), self.slot, self.generation);
         }
@@ -1018,6 +1028,23 @@ mod tests {
             Some(false),
             "the old context's checks did not make the new run cooperative"
         );
+    }
+
+    #[test]
+    fn a_context_a_whole_generation_cycle_old_does_not_beat_for_the_current_run() {
+        let old = run();
+        let mut current = old.clone();
+        // 65 536 runs later the beat's 16 bits of generation are the old run's again.
+        current.generation = old.generation.wrapping_add(1 << 16);
+        current.cells().begin(current.generation);
+        old.beat();
+        assert_eq!(
+            current.last_beat(),
+            None,
+            "the old context beat for the current run"
+        );
+        current.beat();
+        assert!(current.last_beat().is_some());
     }
 
     #[test]
