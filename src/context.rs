@@ -888,14 +888,7 @@ mod tests {
 
     /// Run 1 of the task in slot 0, as the loop starts it.
     fn run() -> RunRef {
-        let settings = Arc::new(RunSettings {
-            epoch: Instant::now(),
-            heartbeat_interval: Duration::from_millis(100),
-            ending: Arc::default(),
-            events: tokio::sync::mpsc::unbounded_channel().0,
-            supervisor: Weak::new(),
-            poll_watch: None,
-        });
+        let settings = RunSettings::detached();
         let id = RunId {
             slot: 0,
             generation: 1,
