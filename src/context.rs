@@ -119,6 +119,11 @@ impl<'a> RunLocal<'a> {
         self.run
     }
 
+    /// The settings the run shares with every run of its supervisor.
+    pub(crate) fn settings(&self) -> &'a RunSettings {
+        self.settings
+    }
+
     /// Makes this run the thread's current run until the guard is dropped: what
     /// [`heartbeat`] and [`TaskContext::current`] find. The driver enters it around every
     /// poll and the drop of the run's future, and around the call that makes that future.

@@ -353,10 +353,6 @@ fn supervise(
     }
 }
 
-/// The poll key of a run whose polls the blocked-poll watcher does not watch: no task has it,
-/// since slot `u32::MAX` is never a task's.
-const NOT_WATCHED: u64 = u64::MAX;
-
 /// A panic's payload, caught.
 type Payload = Box<dyn Any + Send>;
 
@@ -416,16 +412,10 @@ pin_project_lite::pin_project! {
     /// `watched_from_start` is true for tasks that declared heartbeats: they prove alive with
     /// their first beat (reported by the beat itself) rather than their first poll.
     pub(crate) struct RunToEnd<'a, F> {
-        // `None` before a run that could not be made, and once the run is dropped.
         #[pin]
-        run: Option<F>,
-        // Set when the run could not be made: its panic.
-        unmade: Option<Payload>,
+        stage: Stage<F>,
         // What this thread's current run points to during every poll and the drop.
         local: RunLocal<'a>,
-        // The key the blocked-poll watcher knows the task by, or `NOT_WATCHED`: read once per
-        // run, not from the run's shared state on every poll.
-        poll_key: u64,
         watch: AliveWatch,
     }
 
@@ -435,9 +425,23 @@ pin_project_lite::pin_project! {
             // A panic here unwinds to the driver's own drop, which catches it.
             let this = this.project();
             let _entered = this.local.enter();
-            let mut run = this.run;
-            run.set(None);
+            let mut stage = this.stage;
+            stage.set(Stage::Done);
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A run's future, or why there is none: one field where a run that could not be made and a
+    /// run that is over would take two (every byte of the driver's future counts, see
+    /// [`Driver`]).
+    #[project = StageProj]
+    enum Stage<F> {
+        Running { #[pin] future: F },
+        // The run could not be made: its panic, until the first poll reports it.
+        Unmade { payload: Option<Payload> },
+        // Ended, and dropped.
+        Done,
     }
 }
 
@@ -448,21 +452,15 @@ impl<'a, F: Future<Output = TaskResult>> RunToEnd<'a, F> {
         run_ref: &'a RunRef,
         watched_from_start: bool,
     ) -> Self {
-        let (run, unmade) = match made {
-            Ok(run) => (Some(run), None),
-            Err(payload) => (None, Some(payload)),
+        let stage = match made {
+            Ok(future) => Stage::Running { future },
+            Err(payload) => Stage::Unmade {
+                payload: Some(payload),
+            },
         };
-        let poll_key = run_ref
-            .settings()
-            .poll_watch
-            .map_or(NOT_WATCHED, |supervisor| {
-                task_key(supervisor, run_ref.slot())
-            });
         Self {
-            run,
-            unmade,
+            stage,
             local: RunLocal::new(run_ref),
-            poll_key,
             watch: AliveWatch {
                 reported: watched_from_start,
                 polled_alive: false,
@@ -477,22 +475,22 @@ impl<F: Future<Output = TaskResult>> Future for RunToEnd<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let mut this = self.project();
         let local: &RunLocal<'_> = this.local;
-        let polled = if let Some(payload) = this.unmade.take() {
-            Err(payload)
-        } else {
-            let Some(run) = this.run.as_mut().as_pin_mut() else {
-                return Poll::Pending; // Ended already; never polled again.
-            };
-            match this.watch.poll(run, local, *this.poll_key, cx) {
+        let polled = match this.stage.as_mut().project() {
+            StageProj::Running { future } => match this.watch.poll(future, local, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(polled) => polled,
-            }
+            },
+            StageProj::Unmade { payload } => match payload.take() {
+                Some(payload) => Err(payload),
+                None => return Poll::Pending, // Reported already; never polled again.
+            },
+            StageProj::Done => return Poll::Pending, // Ended already; never polled again.
         };
         // Drop whatever is left of the run here, in its context, where a panicking `Drop` is
         // caught.
         let dropped = {
             let _entered = local.enter();
-            catch_unwind(AssertUnwindSafe(|| this.run.set(None)))
+            catch_unwind(AssertUnwindSafe(|| this.stage.set(Stage::Done)))
         };
         let alive = this.watch.polled_alive || local.run().last_beat().is_some();
         Poll::Ready(Ended {
@@ -517,11 +515,15 @@ impl AliveWatch {
         &mut self,
         running: Pin<&mut F>,
         local: &RunLocal<'_>,
-        poll_key: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<TaskResult, Payload>> {
-        // Marks this thread as inside a poll of the task, for the blocked-poll watcher.
-        let _polling = (poll_key != NOT_WATCHED).then(|| Polling::enter(poll_key));
+        // Marks this thread as inside a poll of the task, for the blocked-poll watcher. The
+        // supervisor's key is in the settings every run shares (a line in every worker's
+        // cache), not in the driver's future, whose every byte counts.
+        let _polling = local
+            .settings()
+            .poll_watch
+            .map(|supervisor| Polling::enter(task_key(supervisor, local.run().slot())));
         let polled = {
             let _entered = local.enter();
             catch_unwind(AssertUnwindSafe(|| running.poll(cx)))
